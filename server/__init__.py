@@ -1,0 +1,1 @@
+"""hotswap server: HTTP app, settings, OpenAI protocol and the engine boundary."""

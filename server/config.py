@@ -1,0 +1,149 @@
+"""Server settings: one pydantic-settings model, fed by CLI flags and ``HOTSWAP_*`` env.
+
+Every ``hotswap serve`` flag maps to a field here; the field descriptions are the
+``--help`` texts, so the two can not drift apart. Precedence: flag > env > default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Adapter and model names users may choose (also the registry's rule).
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+DType = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+def default_home() -> Path:
+    return Path.home() / ".cache" / "hotswap"
+
+
+def parse_adapter_spec(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not path.strip():
+        raise ValueError(f"adapter must be NAME=PATH, got {spec!r}")
+    if not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"adapter name {name!r} must match {NAME_PATTERN.pattern} "
+            "(lowercase letters, digits, '.', '_', '-')"
+        )
+    p = Path(path.strip()).expanduser()
+    if not p.is_dir():
+        raise ValueError(f"adapter {name!r}: {p} is not a directory")
+    return name, p.resolve()
+
+
+class Settings(BaseSettings):
+    """Validated at start; an invalid value stops the server with a clear message."""
+
+    model_config = SettingsConfigDict(env_prefix="HOTSWAP_", extra="forbid")
+
+    model: str | None = Field(
+        default=None,
+        description="Base model: a Hugging Face id or a local model dir that vLLM accepts. "
+        "Default: the bundled SmolLM2-135M-Instruct (prepared once into HOTSWAP_HOME).",
+    )
+    served_model_name: str | None = Field(
+        default=None,
+        description="Name clients use for the base model in `model`. "
+        "Default: the model dir's name (bundled: SmolLM2-135M-Instruct).",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
+    adapters: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Adapter to register at start, as NAME=PATH to a local PEFT dir. "
+        "Repeatable; in env, comma-separated.",
+    )
+    max_loras: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="LoRA adapters that can run in one batch (vLLM's adapter slots). "
+        "Requests for more distinct adapters wait for a free slot.",
+    )
+    max_cpu_loras: int | None = Field(
+        default=None,
+        ge=1,
+        description="LoRA adapters kept loaded in host memory (LRU cache behind the slots). "
+        "Default: same as --max-loras.",
+    )
+    max_lora_rank: int = Field(
+        default=16,
+        description="Highest LoRA rank accepted; slot buffers are sized for it. "
+        "One of 1, 8, 16, 32, 64, 128, 256, 320, 512.",
+    )
+    dtype: DType = Field(
+        default="auto",
+        description="Weights and activations dtype. 'auto' takes the model's "
+        "(bfloat16 for the bundled model). float32 for bit-exact comparisons with PEFT.",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=16,
+        description="Longest prompt + completion in tokens. Default: the model's context "
+        "(bundled model: 8192).",
+    )
+    memory_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=0.95,
+        description="Share of memory for the KV cache. On CPU: a share of the host's RAM "
+        "(the NUMA node's, as vLLM measures it), reserved for the KV cache alone; 0.1 of "
+        "24 GiB is ~2.4 GiB, ~100k tokens of the bundled model in bf16, and leaves room "
+        "for other processes (vLLM's GPU default of 0.92 can not start on such a box). "
+        "On GPU: vLLM's gpu_memory_utilization (weights + KV), e.g. 0.9.",
+    )
+    home: Path = Field(
+        default_factory=default_home,
+        description="Cache folder for prepared models (and, later, the adapter store).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of hotswap and uvicorn."
+    )
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _split_env_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("adapters")
+    @classmethod
+    def _check_adapters(cls, value: list[str]) -> list[str]:
+        names = [parse_adapter_spec(spec)[0] for spec in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"adapter names given twice: {', '.join(dupes)}")
+        return value
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _check_rank(cls, value: int) -> int:
+        allowed = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+        if value not in allowed:
+            raise ValueError(f"must be one of {allowed}")
+        return value
+
+    @field_validator("served_model_name")
+    @classmethod
+    def _check_served_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cpu_loras(self) -> Settings:
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError("max_cpu_loras must be >= max_loras")
+        return self
+
+    def startup_adapters(self) -> list[tuple[str, Path]]:
+        return [parse_adapter_spec(spec) for spec in self.adapters]

@@ -1,0 +1,137 @@
+"""The engine boundary: everything the HTTP layer may ask of an inference engine.
+
+Nothing here imports vLLM. ``vllm.py`` implements this protocol on vLLM's
+``AsyncLLM``; ``fake.py`` implements it deterministically for HTTP unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Engine-neutral sampling parameters (already validated by the protocol layer)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    #: Number of top alternatives to report per generated token; None = no logprobs.
+    logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """An adapter the engine can apply. ``engine_id`` is stable for the process lifetime."""
+
+    name: str
+    engine_id: int
+    path: Path
+    kind: Literal["lora"] = "lora"
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    token_id: int
+    logprob: float
+    #: Top alternatives at this position, most likely first (may include the token itself).
+    top: tuple[tuple[str, int, float], ...] = ()
+
+
+@dataclass
+class ChoiceDelta:
+    """New output of one choice since the previous step."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+    #: The stop string or token that ended the choice, when one did.
+    stop_reason: str | int | None = None
+
+
+@dataclass
+class GenerationStep:
+    """One engine iteration's worth of output for a request (all choices)."""
+
+    prompt_tokens: int
+    choices: list[ChoiceDelta] = field(default_factory=list)
+    finished: bool = False
+
+
+class Tokenizer(Protocol):
+    """The model's tokenizer, as the protocol layer needs it."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool
+    ) -> list[int]: ...
+
+
+class EngineError(RuntimeError):
+    """The engine failed in a way that is not the client's fault."""
+
+
+class EngineRequestError(ValueError):
+    """The engine refused this request's input (the client's fault: a 400)."""
+
+
+class AdapterLoadError(EngineError):
+    """The engine refused an adapter (bad weights, unsupported modules...)."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The only surface of the engine the rest of hotswap uses."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    def generate(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: SamplingSpec,
+        adapter: AdapterSpec | None = None,
+    ) -> AsyncIterator[GenerationStep]:
+        """Stream output steps. Closing the iterator early aborts the request."""
+        ...
+
+    async def add_adapter(self, adapter: AdapterSpec) -> None:
+        """Load an adapter (idempotent). Raises AdapterLoadError if the engine refuses it."""
+        ...
+
+    async def remove_adapter(self, adapter: AdapterSpec) -> None:
+        """Drop an adapter from engine memory (idempotent)."""
+        ...
+
+    async def check_health(self) -> None:
+        """Raise EngineError if the engine can not serve."""
+        ...
+
+    async def shutdown(self) -> None: ...

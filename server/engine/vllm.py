@@ -1,0 +1,259 @@
+"""The engine on vLLM's ``AsyncLLM``, in process. The only module that imports vLLM's engine.
+
+The GPU and CPU builds of vLLM share this code; only the wheel differs (and, on
+CPU, the LoRA op fix in ``cpu_lora.py``, loaded by vLLM as a plugin).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import VLLMClientError
+from vllm.inputs import TokensPrompt
+from vllm.lora.request import LoRARequest
+from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
+
+from .base import (
+    AdapterLoadError,
+    AdapterSpec,
+    ChoiceDelta,
+    EngineError,
+    EngineRequestError,
+    FinishReason,
+    GenerationStep,
+    SamplingSpec,
+    TokenLogprob,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """What hotswap lets users tune of vLLM (see ``Settings`` for the meaning)."""
+
+    model: str
+    served_model_name: str
+    dtype: str
+    max_model_len: int | None
+    memory_fraction: float
+    max_loras: int
+    max_cpu_loras: int | None
+    max_lora_rank: int
+    enforce_eager: bool = False
+    max_num_batched_tokens: int | None = None
+
+
+class HfTokenizer:
+    """Adapts the engine's Hugging Face tokenizer to the ``Tokenizer`` protocol."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tok = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=True))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tok.decode(list(token_ids), skip_special_tokens=True))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tok)
+
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool
+    ) -> list[int]:
+        text = self._tok.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+        # The template already holds any BOS it wants; adding special tokens
+        # again would double it.
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+
+class VllmEngine:
+    """``Engine`` on ``AsyncLLM``. Build with ``await VllmEngine.start(options)``."""
+
+    def __init__(self, llm: AsyncLLM, options: VllmOptions) -> None:
+        self._llm = llm
+        self._options = options
+        self._tokenizer = HfTokenizer(llm.get_tokenizer())
+        self._max_model_len = int(llm.model_config.max_model_len)
+
+    @classmethod
+    def start(cls, options: VllmOptions) -> VllmEngine:
+        args = AsyncEngineArgs(
+            model=options.model,
+            served_model_name=options.served_model_name,
+            dtype=options.dtype,  # type: ignore[arg-type]  # validated by Settings
+            max_model_len=options.max_model_len,  # type: ignore[arg-type]  # None = model's
+            **_memory_args(options.memory_fraction),
+            enable_lora=True,
+            max_loras=options.max_loras,
+            max_cpu_loras=options.max_cpu_loras,
+            max_lora_rank=options.max_lora_rank,  # type: ignore[arg-type]
+            enforce_eager=options.enforce_eager,
+            max_num_batched_tokens=options.max_num_batched_tokens,
+            # Per-engine stats feed the vllm:* Prometheus series on /metrics.
+            disable_log_stats=False,
+            enable_log_requests=False,
+        )
+        log.info("starting vLLM engine for %s (dtype=%s)", options.model, options.dtype)
+        llm = AsyncLLM.from_engine_args(args)
+        return cls(llm, options)
+
+    @property
+    def model_name(self) -> str:
+        return self._options.served_model_name
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    @property
+    def tokenizer(self) -> HfTokenizer:
+        return self._tokenizer
+
+    async def generate(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: SamplingSpec,
+        adapter: AdapterSpec | None = None,
+    ) -> AsyncIterator[GenerationStep]:
+        try:
+            params = self._sampling_params(sampling)
+        except (VLLMClientError, ValueError) as exc:
+            raise EngineRequestError(str(exc)) from exc
+        stream = self._llm.generate(
+            TokensPrompt(prompt_token_ids=prompt_token_ids),
+            params,
+            request_id,
+            lora_request=_lora_request(adapter),
+        )
+        try:
+            async for out in stream:
+                yield _to_step(out)
+        except VLLMClientError as exc:
+            raise EngineRequestError(str(exc)) from exc
+        except EngineDeadError as exc:
+            raise EngineError(f"engine died: {exc}") from exc
+        finally:
+            # Closing our generator (client gone) closes vLLM's, whose
+            # GeneratorExit handler aborts the request in the engine.
+            await stream.aclose()
+
+    @staticmethod
+    def _sampling_params(sampling: SamplingSpec) -> SamplingParams:
+        return SamplingParams(
+            n=sampling.n,
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            stop=list(sampling.stop) or None,
+            logprobs=sampling.logprobs,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            ignore_eos=sampling.ignore_eos,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    async def add_adapter(self, adapter: AdapterSpec) -> None:
+        try:
+            await self._llm.add_lora(_require(_lora_request(adapter)))
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise AdapterLoadError(f"adapter {adapter.name!r}: {exc}") from exc
+
+    async def remove_adapter(self, adapter: AdapterSpec) -> None:
+        await self._llm.remove_lora(adapter.engine_id)
+
+    async def check_health(self) -> None:
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise EngineError(str(exc)) from exc
+
+    async def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def _memory_args(fraction: float) -> dict[str, Any]:
+    """Turn ``--memory-fraction`` into vLLM's memory arguments.
+
+    On GPU it is vLLM's ``gpu_memory_utilization``. On CPU vLLM reads that same
+    number as "this process (weights and all) may use fraction x node RAM" and
+    gives the KV cache what is left, which fails at start whenever the weights
+    exceed the share. We give the CPU KV cache an explicit byte budget instead:
+    fraction x the NUMA node's RAM, as vLLM measures it.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {"gpu_memory_utilization": fraction}
+    from vllm.utils.cpu_resource_utils import get_memory_node_info
+
+    total = get_memory_node_info(0).total_memory
+    return {"kv_cache_memory_bytes": int(total * fraction)}
+
+
+def _lora_request(adapter: AdapterSpec | None) -> LoRARequest | None:
+    if adapter is None:
+        return None
+    return LoRARequest(
+        lora_name=adapter.name, lora_int_id=adapter.engine_id, lora_path=str(adapter.path)
+    )
+
+
+def _require(request: LoRARequest | None) -> LoRARequest:
+    assert request is not None
+    return request
+
+
+def _to_step(out: RequestOutput) -> GenerationStep:
+    return GenerationStep(
+        prompt_tokens=len(out.prompt_token_ids or ()),
+        choices=[_to_delta(c) for c in out.outputs],
+        finished=out.finished,
+    )
+
+
+def _to_delta(c: CompletionOutput) -> ChoiceDelta:
+    logprobs: list[TokenLogprob] | None = None
+    if c.logprobs is not None:
+        logprobs = []
+        for token_id, position in zip(c.token_ids, c.logprobs, strict=False):
+            if not position:
+                continue
+            chosen = position[token_id]
+            top = sorted(position.items(), key=lambda kv: kv[1].rank or 0)
+            logprobs.append(
+                TokenLogprob(
+                    token=chosen.decoded_token or "",
+                    token_id=token_id,
+                    logprob=chosen.logprob,
+                    top=tuple(
+                        (lp.decoded_token or "", tid, lp.logprob)
+                        for tid, lp in top
+                    ),
+                )
+            )
+    finish: FinishReason | None = None
+    if c.finish_reason in ("stop", "length", "abort"):
+        finish = c.finish_reason  # type: ignore[assignment]
+    return ChoiceDelta(
+        index=c.index,
+        text=c.text,
+        token_ids=list(c.token_ids),
+        logprobs=logprobs,
+        finish_reason=finish,
+        stop_reason=c.stop_reason,
+    )

@@ -1,0 +1,142 @@
+"""Typed errors and the one table that maps them to HTTP status + OpenAI error body.
+
+Handlers raise these; ``install_error_handlers`` turns them (and FastAPI's own
+validation / routing errors) into ``{"error": {"message", "type", "param", "code"}}``
+with the right status, so no client ever sees a traceback or a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .engine.base import AdapterLoadError, EngineError, EngineRequestError
+
+log = logging.getLogger(__name__)
+
+
+class HotswapError(Exception):
+    """Base of every error that reaches a client. Subclasses fix status, type and code."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(HotswapError):
+    status, type, code = 400, "invalid_request_error", None
+
+
+class UnsupportedParameter(HotswapError):
+    status, type, code = 400, "invalid_request_error", "unsupported_parameter"
+
+
+class ContextLengthExceeded(HotswapError):
+    status, type, code = 400, "invalid_request_error", "context_length_exceeded"
+
+
+class ModelNotFound(HotswapError):
+    status, type, code = 404, "invalid_request_error", "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist.", param="model")
+
+
+class RouteNotFound(HotswapError):
+    status, type, code = 404, "invalid_request_error", "not_found"
+
+
+class MethodNotAllowed(HotswapError):
+    status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class NotReady(HotswapError):
+    status, type, code = 503, "service_unavailable", "not_ready"
+
+
+class EngineUnavailable(HotswapError):
+    status, type, code = 503, "service_unavailable", "engine_unavailable"
+
+
+class AdapterUnloadable(HotswapError):
+    # The adapter passed registration but the engine could not load it now.
+    status, type, code = 422, "invalid_request_error", "adapter_load_failed"
+
+
+def error_body(
+    message: str, type_: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def to_body(exc: HotswapError) -> dict[str, Any]:
+    return error_body(exc.message, exc.type, param=exc.param, code=exc.code)
+
+
+def from_exception(exc: BaseException) -> HotswapError:
+    """Classify any exception; unknown ones become an opaque 500 (logged with traceback)."""
+    if isinstance(exc, HotswapError):
+        return exc
+    if isinstance(exc, EngineRequestError):
+        return InvalidRequest(str(exc))
+    if isinstance(exc, AdapterLoadError):
+        return AdapterUnloadable(str(exc))
+    if isinstance(exc, EngineError):
+        return EngineUnavailable(f"engine error: {exc}")
+    log.error("unhandled error", exc_info=exc)
+    return HotswapError("internal server error")
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    msg = str(first.get("msg", "invalid value"))
+    if first.get("type") == "json_invalid":
+        return "request body is not valid JSON", None
+    return (f"{param}: {msg}" if param else msg), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_hotswap(_: Request, exc: Exception) -> JSONResponse:
+        err = from_exception(exc)
+        return JSONResponse(to_body(err), status_code=err.status)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        message, param = _validation_message(exc)
+        # OpenAI answers 400 for schema violations; FastAPI's default is 422.
+        body = error_body(message, "invalid_request_error", param=param)
+        return JSONResponse(body, status_code=400)
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        err: HotswapError
+        if exc.status_code == 404:
+            err = RouteNotFound(str(exc.detail))
+        elif exc.status_code == 405:
+            err = MethodNotAllowed(str(exc.detail))
+        else:
+            err = InvalidRequest(str(exc.detail))
+            err.status = exc.status_code
+        return JSONResponse(to_body(err), status_code=err.status)
+
+    app.add_exception_handler(HotswapError, on_hotswap)
+    app.add_exception_handler(EngineError, on_hotswap)
+    app.add_exception_handler(EngineRequestError, on_hotswap)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_hotswap)
