@@ -34,8 +34,10 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    # vLLM extension, handy for benchmarks: keep generating past end-of-sequence.
+    # vLLM extensions: keep generating past end-of-sequence (benchmarks), and return
+    # the generated token ids with each choice (exact comparisons with a reference).
     ignore_eos: bool = False
+    return_token_ids: bool = False
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -110,6 +112,7 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
+    token_ids: list[int] | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -145,6 +148,7 @@ class ChatChoice(BaseModel):
     message: AssistantMessage
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
+    token_ids: list[int] | None = None
 
 
 class ChatCompletionResponse(BaseModel):

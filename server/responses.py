@@ -26,7 +26,7 @@ from .protocol import (
 @dataclass
 class ChoiceState:
     text: str = ""
-    tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     #: Character offset where the next token's text starts (completions text_offset).
@@ -46,14 +46,14 @@ class Accumulator:
     def add(self, index: int, delta: ChoiceDelta) -> None:
         state = self.choices[index]
         state.text += delta.text
-        state.tokens += len(delta.token_ids)
+        state.token_ids.extend(delta.token_ids)
         if delta.logprobs:
             state.logprobs.extend(delta.logprobs)
         if delta.finish_reason is not None:
             state.finish_reason = finish_reason(delta)
 
     def usage(self) -> Usage:
-        completion = sum(c.tokens for c in self.choices)
+        completion = sum(len(c.token_ids) for c in self.choices)
         return Usage(
             prompt_tokens=self.prompt_tokens,
             completion_tokens=completion,
@@ -88,7 +88,7 @@ def completion_logprobs(
 
 def completion_response(
     request_id: str, created: int, model: str, acc: Accumulator,
-    prefixes: list[str], top_k: int | None,
+    prefixes: list[str], top_k: int | None, with_token_ids: bool = False,
 ) -> CompletionResponse:
     choices = []
     for i, state in enumerate(acc.choices):
@@ -99,6 +99,7 @@ def completion_response(
             CompletionChoice(
                 index=i, text=prefixes[i] + state.text, logprobs=lp,
                 finish_reason=state.finish_reason,
+                token_ids=state.token_ids if with_token_ids else None,
             )
         )
     return CompletionResponse(
@@ -145,7 +146,8 @@ def chat_logprobs(logprobs: list[TokenLogprob], top_k: int) -> ChatLogprobs:
 
 
 def chat_response(
-    request_id: str, created: int, model: str, acc: Accumulator, top_k: int | None
+    request_id: str, created: int, model: str, acc: Accumulator, top_k: int | None,
+    with_token_ids: bool = False,
 ) -> ChatCompletionResponse:
     return ChatCompletionResponse(
         id=request_id,
@@ -157,6 +159,7 @@ def chat_response(
                 message=AssistantMessage(content=state.text),
                 logprobs=None if top_k is None else chat_logprobs(state.logprobs, top_k),
                 finish_reason=state.finish_reason,
+                token_ids=state.token_ids if with_token_ids else None,
             )
             for i, state in enumerate(acc.choices)
         ],

@@ -91,7 +91,8 @@ async def create_completion(
                 acc.add_prompt(item)
             else:
                 acc.add(item.index, item.delta)
-        return completion_response(request_id, created, req.model, acc, prefixes, req.logprobs)
+        return completion_response(request_id, created, req.model, acc, prefixes, req.logprobs,
+                                   req.return_token_ids)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -144,7 +145,7 @@ async def create_chat_completion(
                 acc.add_prompt(item)
             else:
                 acc.add(item.index, item.delta)
-        return chat_response(request_id, created, req.model, acc, top_k)
+        return chat_response(request_id, created, req.model, acc, top_k, req.return_token_ids)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
 

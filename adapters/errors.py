@@ -1,0 +1,189 @@
+"""Typed errors of the adapter registry.
+
+Every error carries a stable machine ``code`` (part of the public API: clients and
+tests match on it, so never rename one) and a human message saying what failed and,
+where it helps, what to do. The HTTP layer maps classes to statuses in one table;
+nothing here knows about HTTP.
+
+Hierarchy, so the table can map whole families at once::
+
+    AdapterError
+    ├── InvalidName               bad adapter name or tag
+    ├── AdapterNotFound           no such name / name:tag
+    ├── VersionNotFound           no such content digest
+    ├── SourceNotFound            import source missing
+    ├── StoreBusy                 store lock not acquired in time
+    ├── StoreCorrupt              on-disk state the store did not write
+    └── AdmissionError            the adapter was refused; nothing was stored
+        ├── InvalidArchive, UnsafePath, TooLarge          (how it arrived)
+        ├── InvalidAdapterConfig, UnsupportedPeftType,
+        │   UnsupportedFeature                            (adapter_config.json)
+        ├── PickleRefused, MissingWeights, CorruptWeights (files)
+        └── RankTooHigh, UnknownTargetModule, UnsupportedTargetModule,
+            BaseModelMismatch, MalformedWeights, UnexpectedTensor,
+            BadDtype, NonFiniteWeights                    (tensors vs base model)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AdapterError(Exception):
+    """Base of every registry error. ``code`` is stable; ``message`` is for humans."""
+
+    code: ClassVar[str] = "adapter_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidName(AdapterError):
+    code = "invalid_name"
+
+
+class AdapterNotFound(AdapterError):
+    code = "adapter_not_found"
+
+
+class VersionNotFound(AdapterError):
+    code = "version_not_found"
+
+
+class SourceNotFound(AdapterError):
+    """The local directory (or hub repo/revision) to import from does not exist."""
+
+    code = "source_not_found"
+
+
+class StoreBusy(AdapterError):
+    """Another process held the store lock for longer than the timeout; retry later."""
+
+    code = "store_busy"
+
+
+class StoreCorrupt(AdapterError):
+    """A ref or manifest on disk is unreadable: written by something other than the store."""
+
+    code = "store_corrupt"
+
+
+class AdmissionError(AdapterError):
+    """The adapter failed a check before storage. Nothing was stored."""
+
+    code = "admission_failed"
+
+
+# --- how the adapter arrived -------------------------------------------------------------
+
+
+class InvalidArchive(AdmissionError):
+    """Not a tar / tar.gz / zip archive, or a damaged or encrypted one."""
+
+    code = "invalid_archive"
+
+
+class UnsafePath(AdmissionError):
+    """An archive member or source entry that could escape the staging dir or is not a plain
+    file: absolute path, ``..``, symlink, hard link, device, fifo."""
+
+    code = "unsafe_path"
+
+
+class TooLarge(AdmissionError):
+    """Byte or file-count cap exceeded (upload size, extracted size, number of files)."""
+
+    code = "adapter_too_large"
+
+
+# --- adapter_config.json -----------------------------------------------------------------
+
+
+class InvalidAdapterConfig(AdmissionError):
+    """``adapter_config.json`` missing, not JSON, or a required field missing or mistyped."""
+
+    code = "invalid_adapter_config"
+
+
+class UnsupportedPeftType(AdmissionError):
+    code = "unsupported_peft_type"
+
+
+class UnsupportedFeature(AdmissionError):
+    """A PEFT option the engine would ignore or compute wrongly (DoRA, modules_to_save,
+    rank_pattern, bias, ...). Refused rather than served with silently wrong outputs."""
+
+    code = "unsupported_feature"
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+class PickleRefused(AdmissionError):
+    """A pickle-format file (.bin, .pt, .pth, .pkl, .ckpt) is present. It is never opened."""
+
+    code = "pickle_refused"
+
+
+class MissingWeights(AdmissionError):
+    """No ``adapter_model.safetensors``, or it holds no adapter tensors."""
+
+    code = "missing_weights"
+
+
+class CorruptWeights(AdmissionError):
+    """``adapter_model.safetensors`` is truncated or its header is malformed."""
+
+    code = "corrupt_weights"
+
+
+# --- tensors against the base model ------------------------------------------------------
+
+
+class RankTooHigh(AdmissionError):
+    code = "rank_too_high"
+
+
+class UnknownTargetModule(AdmissionError):
+    """A target module the base model does not have (e.g. ``c_attn`` on a Llama)."""
+
+    code = "unknown_target_module"
+
+
+class UnsupportedTargetModule(AdmissionError):
+    """A module the base model has but adapters may not target here (``lm_head``,
+    ``embed_tokens``)."""
+
+    code = "unsupported_target_module"
+
+
+class BaseModelMismatch(AdmissionError):
+    """Tensor shapes say the adapter was trained for another base model (other hidden size,
+    head layout, layer count)."""
+
+    code = "base_model_mismatch"
+
+
+class MalformedWeights(AdmissionError):
+    """Tensors inconsistent among themselves: lora_A without lora_B, ranks that disagree,
+    wrong number of dimensions."""
+
+    code = "malformed_weights"
+
+
+class UnexpectedTensor(AdmissionError):
+    """A tensor name that is not an adapter weight of a supported module."""
+
+    code = "unexpected_tensor"
+
+
+class BadDtype(AdmissionError):
+    code = "bad_dtype"
+
+
+class NonFiniteWeights(AdmissionError):
+    code = "non_finite_weights"

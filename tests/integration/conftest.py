@@ -1,0 +1,43 @@
+"""One real hotswap server (real vLLM engine, bundled model, float32) for the whole session.
+
+Two LoRA adapters with different ranks and target modules are built with PEFT
+before the server starts and registered with ``--adapter``; the server runs in
+float32 so its greedy output can be compared with PEFT token for token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.peft_ref import make_lora_adapter
+from support.server import ServerInfo, running_server
+
+
+@pytest.fixture(scope="session")
+def lora_adapters(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "lora-a": make_lora_adapter(base_model_dir, root / "lora-a", rank=8,
+                                    target_modules=["q_proj", "v_proj", "o_proj"], seed=1),
+        "lora-b": make_lora_adapter(
+            base_model_dir, root / "lora-b", rank=16, alpha=8, seed=2,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                            "down_proj"],
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def server(base_model_dir: Path, lora_adapters: dict[str, Path],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    args = ["--model", str(base_model_dir), "--served-model-name", "smollm2",
+            "--dtype", "float32", "--max-model-len", "2048", "--max-loras", "4"]
+    for name, path in lora_adapters.items():
+        args += ["--adapter", f"{name}={path}"]
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(args, log_path, "smollm2", lora_adapters) as info:
+        yield info

@@ -1,0 +1,167 @@
+"""The real server (vLLM engine, bundled model) through the official openai client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from transformers import AutoTokenizer
+
+from support.server import ServerInfo
+
+pytestmark = pytest.mark.engine
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(base_model_dir: Path) -> object:
+    return AutoTokenizer.from_pretrained(base_model_dir)
+
+
+def client(server: ServerInfo) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def test_models(server: ServerInfo) -> None:
+    models = {m.id: m for m in client(server).models.list().data}
+    assert set(models) == {server.base_name, "lora-a", "lora-b"}
+    assert models["lora-a"].parent == server.base_name  # type: ignore[attr-defined]
+    assert models[server.base_name].parent is None  # type: ignore[attr-defined]
+
+
+def test_chat_answers_and_counts_tokens(server: ServerInfo, tokenizer: object) -> None:
+    resp = client(server).chat.completions.create(
+        model=server.base_name, messages=QUESTION, temperature=0, max_tokens=30)
+    answer = resp.choices[0].message.content or ""
+    assert "Paris" in answer
+    assert resp.choices[0].finish_reason == "stop"
+    expected_prompt = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+        QUESTION, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(expected_prompt, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    assert resp.usage is not None
+    assert resp.usage.prompt_tokens == len(prompt_ids)
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+
+
+def test_chat_streaming_equals_non_streaming(server: ServerInfo) -> None:
+    oai = client(server)
+    whole = oai.chat.completions.create(
+        model="lora-a", messages=QUESTION, temperature=0, max_tokens=24)
+    stream = oai.chat.completions.create(
+        model="lora-a", messages=QUESTION, temperature=0, max_tokens=24, stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage is not None and whole.usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and
+              c.choices[0].finish_reason]
+    assert finish == [whole.choices[0].finish_reason]
+
+
+def test_completion_usage_matches_tokenizer(server: ServerInfo, tokenizer: object) -> None:
+    prompt = "The three primary colours are"
+    resp = client(server).completions.create(
+        model=server.base_name, prompt=prompt, max_tokens=12, temperature=0, logprobs=1,
+        extra_body={"ignore_eos": True})
+    assert resp.usage is not None
+    assert resp.usage.prompt_tokens == len(tokenizer(prompt)["input_ids"])  # type: ignore[operator]
+    assert resp.usage.completion_tokens == 12
+    lp = resp.choices[0].logprobs
+    assert lp is not None and lp.tokens is not None and len(lp.tokens) == 12
+    assert "".join(lp.tokens) == resp.choices[0].text
+    assert resp.choices[0].finish_reason == "length"
+
+
+def test_completion_streaming_and_stop(server: ServerInfo) -> None:
+    oai = client(server)
+    stream = oai.completions.create(
+        model=server.base_name, prompt="Count: 1, 2, 3,", max_tokens=40, temperature=0,
+        stop=[" 7"], stream=True)
+    pieces = list(stream)
+    text = "".join(p.choices[0].text for p in pieces if p.choices)
+    assert " 7" not in text and "6" in text
+    assert pieces[-1].choices[0].finish_reason == "stop"
+
+
+def test_sampling_with_seed_is_reproducible(server: ServerInfo) -> None:
+    oai = client(server)
+    kwargs = {"model": "lora-b", "prompt": "Once upon a time", "max_tokens": 16,
+              "temperature": 1.0, "seed": 1234, "n": 2}
+    first = oai.completions.create(**kwargs)  # type: ignore[call-overload]
+    second = oai.completions.create(**kwargs)  # type: ignore[call-overload]
+    assert [c.text for c in first.choices] == [c.text for c in second.choices]
+    assert len(first.choices) == 2
+
+
+def test_unknown_model_is_404(server: ServerInfo) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        client(server).chat.completions.create(model="nope", messages=QUESTION)
+    assert err.value.code == "model_not_found"
+
+
+def test_context_too_long_is_400(server: ServerInfo) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client(server).completions.create(
+            model=server.base_name, prompt="hello " * 2100, max_tokens=5)
+    assert err.value.code == "context_length_exceeded"
+
+
+def _running_requests(server: ServerInfo) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("vllm:num_requests_running"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
+    body = {"model": "lora-a", "prompt": "Tell me a long story.", "max_tokens": 1500,
+            "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60) as resp:
+        assert resp.status_code == 200
+        seen = 0
+        for line in resp.iter_lines():
+            seen += line.startswith("data: ")
+            if seen == 5:
+                break
+        assert _running_requests(server) >= 1
+    # 1,500 tokens would take far longer than this on 2 CPU cores.
+    deadline = time.monotonic() + 10
+    while _running_requests(server) > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _running_requests(server) == 0
+
+
+async def test_concurrent_requests_all_complete(server: ServerInfo) -> None:
+    oai = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    models = [server.base_name, "lora-a", "lora-b"] * 4
+    results = await asyncio.gather(*[
+        oai.completions.create(model=m, prompt=f"Fact number {i}:", max_tokens=8,
+                               temperature=0, extra_body={"ignore_eos": True})
+        for i, m in enumerate(models)
+    ])
+    assert all(r.usage is not None and r.usage.completion_tokens == 8 for r in results)
+    assert [r.model for r in results] == models
+
+
+def test_adapterctl_lists_adapters(server: ServerInfo) -> None:
+    import json
+    import subprocess
+    import sys
+
+    adapterctl = Path(sys.executable).parent / "adapterctl"
+    done = subprocess.run([str(adapterctl), "--url", server.url, "list", "--json"],
+                          capture_output=True, text=True, check=True)
+    names = {a["id"] for a in json.loads(done.stdout)}
+    assert names == {"lora-a", "lora-b"}
+    missing = subprocess.run([str(adapterctl), "--url", server.url, "show", "nope"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "nope" in missing.stderr

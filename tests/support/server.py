@@ -1,0 +1,68 @@
+"""Start a real ``hotswap serve`` process and wait until it is ready."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+START_TIMEOUT_S = 420
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    base_name: str
+    adapters: dict[str, Path]
+    log_path: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(args: list[str], log_path: Path, base_name: str,
+                   adapters: dict[str, Path]) -> Iterator[ServerInfo]:
+    """Run ``hotswap serve ARGS --port <free>`` until the block ends."""
+    port = free_port()
+    hotswap = Path(sys.executable).parent / "hotswap"
+    cmd = [str(hotswap), "serve", *args, "--port", str(port)]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited ({proc.returncode}):\n{tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready in {START_TIMEOUT_S}s:\n{tail(log_path)}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        yield ServerInfo(url=url, base_name=base_name, adapters=adapters, log_path=log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
