@@ -1,18 +1,23 @@
-"""``adapterctl``: inspect the adapters a hotswap server serves.
+"""``adapterctl``: manage the adapters of a hotswap server.
 
-Today: ``list`` and ``show``. Upload, delete, tag, pull, load and unload arrive
-with the adapter registry (issue #3).
+Every command talks to the server's admin API (``/v1/adapters``); errors print one
+line on stderr and exit non-zero.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from .archive import default_name, open_archive
 from .http import ApiError, HotswapClient
 
 app = typer.Typer(
@@ -28,6 +33,8 @@ UrlOpt = Annotated[str, typer.Option("--url", envvar="HOTSWAP_URL",
                                      help="Server base URL.")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="HOTSWAP_API_KEY",
                                             help="API key, if the server wants one.")]
+CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 class Ctx:
@@ -43,38 +50,135 @@ def main_options(url: UrlOpt = "http://127.0.0.1:8000", api_key: KeyOpt = None) 
     ctx.url, ctx.api_key = url, api_key
 
 
-def _adapters() -> list[dict[str, Any]]:
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def say(message: str) -> None:
+    # soft_wrap: digests and paths must stay on one line for scripts that grep them.
+    out.print(message, highlight=False, soft_wrap=True)
+
+
+def _client() -> HotswapClient:
+    return HotswapClient(ctx.url, ctx.api_key)
+
+
+def _call(request: Callable[[HotswapClient], T]) -> T:
     try:
-        with HotswapClient(ctx.url, ctx.api_key) as client:
-            return [m for m in client.models() if m.get("parent")]
+        with _client() as client:
+            return request(client)
     except ApiError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise _fail(str(exc)) from None
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def upload(
+    path: Annotated[Path, typer.Argument(help="Adapter dir (PEFT save_pretrained output) "
+                                         "or a tar / tar.gz / zip of one.")],
+    name: Annotated[str | None, typer.Option(help="Adapter name. Default: the dir name.")
+                    ] = None,
+    tag: Annotated[str, typer.Option(help="Tag to point at the new version.")] = "latest",
+) -> None:
+    """Upload an adapter; the server checks it against its base model and stores it."""
+    name = name or default_name(path)
+    try:
+        with open_archive(path) as archive:
+            size = os.fstat(archive.fileno()).st_size
+            with Progress("[progress.description]{task.description}", BarColumn(),
+                          DownloadColumn(), TransferSpeedColumn(), console=err,
+                          transient=True) as progress:
+                task = progress.add_task(f"uploading {name}", total=size)
+                with _client() as client:
+                    result = client.upload(_chunks(archive, progress, task), size, name, tag)
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ApiError as exc:
+        raise _fail(f"{name} refused: {exc}" if exc.code else str(exc)) from None
+    v = result["version"]
+    say(f"stored {result['name']}:{result['tag']} -> {v['digest']} "
+        f"({v['peft_type']}, rank {v['rank']}, {human(v['size_bytes'])})")
+    for warning in v.get("warnings", []):
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+
+def _chunks(f: IO[bytes], progress: Progress, task: Any) -> Iterator[bytes]:
+    while chunk := f.read(CHUNK):
+        progress.advance(task, len(chunk))
+        yield chunk
 
 
 @app.command("list")
 def list_adapters(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the adapters the server serves."""
-    adapters = _adapters()
+    """List the stored adapters, and what they cost on disk next to full model copies."""
+    listing = _call(lambda c: c.adapters())
     if as_json:
-        typer.echo(json.dumps(adapters, indent=2))
+        typer.echo(json.dumps(listing, indent=2))
         return
-    table = Table("name", "type", "base", "source")
-    for a in adapters:
-        table.add_row(a["id"], a.get("kind") or "", a["parent"], a.get("root") or "")
+    table = Table("name", "tags", "type", "rank", "size")
+    for a in listing["data"]:
+        latest = a.get("latest") or {}
+        tags = ", ".join(f"{t}={d[:12]}" for t, d in sorted(a["tags"].items()))
+        table.add_row(a["name"], tags, latest.get("peft_type", ""),
+                      str(latest.get("rank") or ""), human(latest.get("size_bytes")))
     out.print(table)
+    count, stored, base = len(listing["data"]), listing["stored_bytes"], \
+        listing.get("base_model_bytes")
+    footer = f"{count} adapter(s) on {listing['base_model']}: {human(stored)} stored"
+    if base:
+        footer += f"; as full model copies: {human(base * count)}"
+    say(footer)
 
 
 @app.command()
 def show(name: str) -> None:
-    """Show one adapter."""
-    found = [a for a in _adapters() if a["id"] == name]
-    if not found:
-        err.print(f"[red]error:[/red] no adapter named {name!r}")
-        raise typer.Exit(1)
-    typer.echo(json.dumps(found[0], indent=2))
+    """Show one adapter: tags, latest version, whether this server holds it in memory."""
+    typer.echo(json.dumps(_call(lambda c: c.adapter(name)), indent=2))
+
+
+@app.command()
+def delete(ref: Annotated[str, typer.Argument(help="NAME (all tags) or NAME:TAG.")]) -> None:
+    """Delete an adapter or one tag; running requests on it finish first."""
+    _call(lambda c: c.delete(ref))
+    say(f"deleted {ref}")
+
+
+@app.command()
+def tag(
+    name: str,
+    tag: str,
+    version: Annotated[str, typer.Option("--version", help="Digest of a stored version.")],
+) -> None:
+    """Point NAME:TAG at a stored version (promote, pin, roll back)."""
+    result = _call(lambda c: c.tag(name, tag, version))
+    say(f"{name}:{tag} -> {result['version']['digest']}")
+
+
+@app.command()
+def load(name: Annotated[str, typer.Argument(help="NAME or NAME:TAG.")]) -> None:
+    """Load into the engine now, so the first request does not wait for it."""
+    result = _call(lambda c: c.load(name))
+    say(f"loaded {name} ({result['digest'][:12]})")
+
+
+@app.command()
+def unload(name: Annotated[str, typer.Argument(help="NAME or NAME:TAG.")]) -> None:
+    """Drop from engine memory; it stays stored and reloads on its next request."""
+    result = _call(lambda c: c.unload(name))
+    say(f"unloaded {name} ({result['digest'][:12]})")
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from fastapi import FastAPI
 from .catalog import Catalog
 from .engine.base import Engine
 from .errors import install_error_handlers
-from .routes import health, openai
+from .registry import Registry, RegistryOptions
+from .routes import adapters, health, openai
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -29,21 +30,27 @@ EngineFactory = Callable[[], Awaitable[Engine]]
 
 def create_app(
     engine_factory: EngineFactory,
+    registry: RegistryOptions,
     startup_adapters: list[tuple[str, Path]] | None = None,
 ) -> FastAPI:
-    """Build the app. ``engine_factory`` is awaited in the background at start-up."""
+    """Build the app. ``engine_factory`` is awaited in the background at start-up.
+
+    ``startup_adapters`` (``--adapter NAME=PATH``) are imported into the store like any
+    other adapter, then loaded into the engine, so a bad one stops the start."""
     state = AppState()
 
     async def start() -> None:
         try:
             engine = await engine_factory()
-            catalog = Catalog(engine.model_name)
+            state.engine = engine
+            catalog = Catalog(engine.model_name, await Registry.open(registry), engine)
             for name, path in startup_adapters or []:
-                await catalog.register(engine, name, path)
-            state.engine, state.catalog = engine, catalog
+                manifest = await catalog.registry.import_dir(name, path)
+                await catalog.load(catalog.spec_for(manifest))
+            state.catalog = catalog
             state.ready = True
-            log.info("ready: serving %s with %d adapter(s)", engine.model_name,
-                     len(catalog.adapters()))
+            log.info("ready: serving %s; %d adapter id(s) in the store", engine.model_name,
+                     len(await catalog.entries()))
         except Exception as exc:
             log.exception("start-up failed")
             state.startup_error = str(exc) or type(exc).__name__
@@ -67,5 +74,6 @@ def create_app(
     app.state.hotswap = state
     install_error_handlers(app)
     app.include_router(openai.router)
+    app.include_router(adapters.router)
     app.include_router(health.router)
     return app

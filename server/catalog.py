@@ -1,59 +1,166 @@
-"""Which names the endpoint serves: the base model and the registered adapters.
+"""Which names the endpoint serves: the base model and every adapter in the store.
 
-Resolving ``model`` happens here: the base name means no adapter, an adapter
-name means that adapter, anything else is a 404. Each adapter gets an integer
-engine id once and keeps it for the life of the process (vLLM keys its adapter
-caches by that id; reusing an id for other weights would serve stale weights).
+Resolving ``model``: the base name means no adapter; ``name`` or ``name:tag`` is looked up
+in the store (one small ref-file read, so an upload or re-tag by another server sharing
+the store is seen at once); anything else is a 404.
+
+Engine ids are keyed by version *digest*, not by name: vLLM caches adapter weights by
+id, so when a tag moves to new content the new content gets a new id and can never be
+served from the old weights. The same content under two names shares one id.
+
+Deleting an adapter: the store forgets it at once (new requests 404), while requests
+already running on it finish; it leaves the engine when the last of them ends.
 """
 
 from __future__ import annotations
 
-import asyncio
+import collections
+import contextlib
 import itertools
 import logging
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TypeVar
 
+from ..adapters.errors import AdapterNotFound, InvalidName, VersionNotFound
+from ..adapters.manifest import Manifest
 from .engine.base import AdapterSpec, Engine
-from .errors import InvalidRequest, ModelNotFound
+from .errors import ModelNotFound
+from .registry import Registry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
+    """One servable ``model`` id: an adapter name, or ``name:tag`` for other tags."""
+
+    model_id: str
     spec: AdapterSpec
-    created: int
+    manifest: Manifest
 
 
 class Catalog:
-    def __init__(self, base_name: str) -> None:
+    def __init__(self, base_name: str, registry: Registry, engine: Engine) -> None:
         self.base_name = base_name
+        self.registry = registry
         self.created = int(time.time())
-        self._adapters: dict[str, CatalogEntry] = {}
-        self._ids = itertools.count(1)  # vLLM requires ids >= 1
-        self._lock = asyncio.Lock()
+        self._engine = engine
+        self._ids: dict[str, int] = {}  # digest -> engine id
+        self._counter = itertools.count(1)  # vLLM requires ids >= 1
+        self._specs: dict[int, AdapterSpec] = {}
+        self._warm: set[int] = set()  # added to the engine by this process
+        self._inflight: collections.Counter[int] = collections.Counter()
+        self._retiring: set[int] = set()  # deleted; leave the engine once idle
 
-    def resolve(self, model: str) -> AdapterSpec | None:
+    # --- resolving -----------------------------------------------------------------------
+
+    async def resolve(self, model: str) -> AdapterSpec | None:
         """``None`` for the base model; raises ModelNotFound for unknown names."""
         if model == self.base_name:
             return None
-        entry = self._adapters.get(model)
-        if entry is None:
-            raise ModelNotFound(model)
-        return entry.spec
+        try:
+            manifest = await self.registry.resolve(model)
+        except (AdapterNotFound, InvalidName):
+            raise ModelNotFound(model) from None
+        return self.spec_for(manifest)
 
-    def adapters(self) -> list[CatalogEntry]:
-        return sorted(self._adapters.values(), key=lambda e: e.spec.name)
+    def spec_for(self, manifest: Manifest) -> AdapterSpec:
+        engine_id = self._ids.get(manifest.digest)
+        if engine_id is None:
+            engine_id = self._ids[manifest.digest] = next(self._counter)
+        # A digest deleted and stored again is live again: do not drop it when idle.
+        self._retiring.discard(engine_id)
+        spec = AdapterSpec(name=manifest.name, engine_id=engine_id,
+                           path=self.registry.path(manifest))
+        self._specs.setdefault(engine_id, spec)
+        return spec
 
-    async def register(self, engine: Engine, name: str, path: Path) -> AdapterSpec:
-        """Add an adapter and load it into the engine once, so a bad one fails here."""
-        async with self._lock:
-            if name == self.base_name or name in self._adapters:
-                raise InvalidRequest(f"name {name!r} is already in use", param="name")
-            spec = AdapterSpec(name=name, engine_id=next(self._ids), path=path)
-            await engine.add_adapter(spec)
-            self._adapters[name] = CatalogEntry(spec=spec, created=int(time.time()))
-            log.info("registered adapter %s (id %d) from %s", name, spec.engine_id, path)
-            return spec
+    @property
+    def requests_in_flight(self) -> int:
+        """Adapter requests running now (base-model requests are not counted)."""
+        return sum(self._inflight.values())
+
+    def is_loaded(self, digest: str) -> bool:
+        engine_id = self._ids.get(digest)
+        return engine_id is not None and engine_id in self._warm
+
+    async def entries(self) -> list[CatalogEntry]:
+        """Every servable adapter id: ``name`` for the latest tag, ``name:tag`` for others."""
+        out = []
+        for entry in await self.registry.list():
+            for tag, digest in sorted(entry.tags.items()):
+                try:
+                    manifest = await self.registry.version(digest)
+                except VersionNotFound:
+                    continue  # deleted between listing and reading
+                model_id = entry.name if tag == "latest" else f"{entry.name}:{tag}"
+                named = manifest.model_copy(update={"name": entry.name})
+                out.append(CatalogEntry(model_id, self.spec_for(named), named))
+        return out
+
+    # --- engine residency ----------------------------------------------------------------
+
+    async def load(self, spec: AdapterSpec) -> None:
+        """Add to the engine now (warm), so the first request pays no load and a broken
+        adapter fails here with a clear error instead of inside a generation."""
+        await self._engine.add_adapter(spec)
+        self._warm.add(spec.engine_id)
+        log.info("loaded adapter %s (id %d)", spec.name, spec.engine_id)
+
+    async def unload(self, spec: AdapterSpec) -> None:
+        """Drop from engine memory; it stays stored and reloads on its next request."""
+        await self._engine.remove_adapter(spec)
+        self._warm.discard(spec.engine_id)
+        log.info("unloaded adapter %s (id %d)", spec.name, spec.engine_id)
+
+    async def track(self, spec: AdapterSpec | None, outputs: AsyncGenerator[T, None]
+                    ) -> AsyncIterator[T]:
+        """Pass ``outputs`` through while counting the request as in flight on ``spec``.
+        Closing this closes ``outputs`` at once (a client gone: the engine aborts now,
+        not when the garbage collector finds the generator)."""
+        async with contextlib.aclosing(outputs):
+            if spec is None:
+                async for item in outputs:
+                    yield item
+                return
+            engine_id = spec.engine_id
+            self._inflight[engine_id] += 1
+            try:
+                if engine_id not in self._warm:
+                    # Loaded before generating: files deleted later can no longer fail it.
+                    await self.load(spec)
+                async for item in outputs:
+                    yield item
+            finally:
+                self._inflight[engine_id] -= 1
+                if not self._inflight[engine_id]:
+                    del self._inflight[engine_id]
+                    if engine_id in self._retiring:
+                        await self._evict(engine_id)
+
+    # --- deleting ------------------------------------------------------------------------
+
+    async def delete(self, ref: str) -> None:
+        """Delete ``name`` or ``name:tag`` from the store, and from the engine the versions
+        nothing else points at (now, or when their last running request ends)."""
+        digests = await self.registry.delete(ref)
+        still_used = await self.registry.referenced()
+        for digest in digests - still_used:
+            engine_id = self._ids.get(digest)
+            if engine_id is None:
+                continue
+            if self._inflight[engine_id]:
+                # Even if unloaded meanwhile: the engine reloads on demand while it runs.
+                self._retiring.add(engine_id)
+            elif engine_id in self._warm:
+                await self._evict(engine_id)
+
+    async def _evict(self, engine_id: int) -> None:
+        self._retiring.discard(engine_id)
+        spec = self._specs.get(engine_id)
+        if spec is not None:
+            await self.unload(spec)

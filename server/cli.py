@@ -89,6 +89,11 @@ def serve(
     max_model_len: Annotated[int | None, typer.Option(help=_help("max_model_len"))] = None,
     memory_fraction: Annotated[float | None, typer.Option(help=_help("memory_fraction"))] = None,
     home: Annotated[Path | None, typer.Option(help=_help("home"))] = None,
+    store: Annotated[Path | None, typer.Option(help=_help("store"))] = None,
+    import_root: Annotated[
+        list[Path] | None,
+        typer.Option("--import-root", help=_help("import_roots"), metavar="DIR"),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
 ) -> None:
     """Serve the base model and its adapters over an OpenAI-compatible HTTP API."""
@@ -96,7 +101,8 @@ def serve(
         "model": model, "served_model_name": served_model_name, "host": host, "port": port,
         "adapters": adapter, "max_loras": max_loras, "max_cpu_loras": max_cpu_loras,
         "max_lora_rank": max_lora_rank, "dtype": dtype, "max_model_len": max_model_len,
-        "memory_fraction": memory_fraction, "home": home, "log_level": log_level,
+        "memory_fraction": memory_fraction, "home": home, "store": store,
+        "import_roots": import_root, "log_level": log_level,
     })
     _setup_logging(settings.log_level)
     model_ref, served_name = _resolve_model(settings)
@@ -104,8 +110,11 @@ def serve(
     # Imported here: the vLLM import is slow and --help should not pay for it.
     import uvicorn
 
+    from ..adapters.admission import AdmissionLimits
     from .app import create_app
+    from .base_model import read_base_spec, weights_bytes
     from .engine.vllm import VllmEngine, VllmOptions
+    from .registry import RegistryOptions
 
     options = VllmOptions(
         model=model_ref,
@@ -123,7 +132,15 @@ def serve(
         # /health answers meanwhile.
         return await asyncio.to_thread(VllmEngine.start, options)
 
-    app_ = create_app(start_engine, settings.startup_adapters())
+    registry = RegistryOptions(
+        store_dir=settings.store_dir,
+        base_spec=lambda: read_base_spec(model_ref),
+        # Admission and the engine's LoRA slots must agree on the highest rank.
+        limits=AdmissionLimits(max_lora_rank=settings.max_lora_rank),
+        import_roots=tuple(settings.import_roots),
+        base_model_bytes=weights_bytes(model_ref),
+    )
+    app_ = create_app(start_engine, registry, settings.startup_adapters())
     log.info("listening on http://%s:%d (model %s loading)", settings.host, settings.port,
              served_name)
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level,

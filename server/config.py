@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     adapters: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Adapter to register at start, as NAME=PATH to a local PEFT dir. "
-        "Repeatable; in env, comma-separated.",
+        description="Adapter to serve from the start, as NAME=PATH to a local PEFT dir: "
+        "checked and imported into the store like an upload (NAME:latest then points at "
+        "it) and loaded, so a bad one stops the start. Repeatable; in env, comma-separated.",
     )
     max_loras: int = Field(
         default=4,
@@ -102,13 +103,25 @@ class Settings(BaseSettings):
     )
     home: Path = Field(
         default_factory=default_home,
-        description="Cache folder for prepared models (and, later, the adapter store).",
+        description="Cache folder for prepared models and (by default) the adapter store.",
+    )
+    store: Path | None = Field(
+        default=None,
+        description="Adapter store folder: content-addressed versions and name:tag refs. "
+        "Several servers may share one (e.g. a volume mounted by every replica). "
+        "Default: HOTSWAP_HOME/store.",
+    )
+    import_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folder under which POST /v1/load_lora_adapter may import adapter dirs "
+        "given by path. Repeatable; in env, comma-separated. None by default: that endpoint "
+        "then refuses every path.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of hotswap and uvicorn."
     )
 
-    @field_validator("adapters", mode="before")
+    @field_validator("adapters", "import_roots", mode="before")
     @classmethod
     def _split_env_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -123,6 +136,17 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"adapter names given twice: {', '.join(dupes)}")
         return value
+
+    @field_validator("import_roots")
+    @classmethod
+    def _check_import_roots(cls, value: list[Path]) -> list[Path]:
+        roots = []
+        for root in value:
+            resolved = root.expanduser().resolve()
+            if not resolved.is_dir():
+                raise ValueError(f"{root} is not a directory")
+            roots.append(resolved)
+        return roots
 
     @field_validator("max_lora_rank")
     @classmethod
@@ -144,6 +168,10 @@ class Settings(BaseSettings):
         if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras must be >= max_loras")
         return self
+
+    @property
+    def store_dir(self) -> Path:
+        return (self.store or self.home / "store").expanduser()
 
     def startup_adapters(self) -> list[tuple[str, Path]]:
         return [parse_adapter_spec(spec) for spec in self.adapters]

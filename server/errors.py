@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..adapters import errors as reg
 from .engine.base import AdapterLoadError, EngineError, EngineRequestError
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ class HotswapError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    #: Extra response headers (Retry-After on 503s that a retry can fix).
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -73,6 +76,62 @@ class AdapterUnloadable(HotswapError):
     status, type, code = 422, "invalid_request_error", "adapter_load_failed"
 
 
+class PathNotAllowed(HotswapError):
+    # lora_path outside every --import-root: the server reads only what the operator allowed.
+    status, type, code = 403, "permission_error", "path_not_allowed"
+
+
+class AdapterExists(HotswapError):
+    status, type, code = 400, "invalid_request_error", "adapter_exists"
+
+
+class AdmissionUnavailable(HotswapError):
+    # The base model's config.json could not be read, so no adapter can be checked.
+    status, type, code = 503, "service_unavailable", "admission_unavailable"
+
+
+class RegistryError(HotswapError):
+    """An ``adapters.errors.AdapterError`` with the status the table below gives it."""
+
+    def __init__(self, exc: reg.AdapterError, status: int) -> None:
+        super().__init__(exc.message)
+        self.status = status
+        self.code = exc.code
+        if status == 503:
+            self.type = "service_unavailable"
+            self.headers = {"Retry-After": str(STORE_BUSY_RETRY_AFTER_S)}
+        elif status >= 500:
+            self.type = "server_error"
+        else:
+            self.type = "invalid_request_error"
+
+
+#: Seconds a client should wait after store_busy: writers hold the lock for a short
+#: publish step only, so a second is plenty.
+STORE_BUSY_RETRY_AFTER_S = 1
+
+#: Registry errors -> HTTP status, most specific class first (the first isinstance match
+#: wins). 400: the request names or carries something malformed; 404: nothing by that
+#: name; 413: over a size cap; 422: a well-formed adapter this server refuses.
+REGISTRY_STATUS: tuple[tuple[type[reg.AdapterError], int], ...] = (
+    (reg.InvalidName, 400),
+    (reg.InvalidArchive, 400),
+    (reg.UnsafePath, 400),
+    (reg.SourceNotFound, 400),
+    (reg.AdapterNotFound, 404),
+    (reg.VersionNotFound, 404),
+    (reg.TooLarge, 413),
+    (reg.AdmissionError, 422),
+    (reg.StoreBusy, 503),
+    (reg.StoreCorrupt, 500),
+    (reg.AdapterError, 500),
+)
+
+
+def registry_status(exc: reg.AdapterError) -> int:
+    return next(status for cls, status in REGISTRY_STATUS if isinstance(exc, cls))
+
+
 def error_body(
     message: str, type_: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
@@ -87,6 +146,11 @@ def from_exception(exc: BaseException) -> HotswapError:
     """Classify any exception; unknown ones become an opaque 500 (logged with traceback)."""
     if isinstance(exc, HotswapError):
         return exc
+    if isinstance(exc, reg.AdapterError):
+        status = registry_status(exc)
+        if status >= 500:
+            log.error("registry error", exc_info=exc)
+        return RegistryError(exc, status)
     if isinstance(exc, EngineRequestError):
         return InvalidRequest(str(exc))
     if isinstance(exc, AdapterLoadError):
@@ -113,7 +177,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_hotswap(_: Request, exc: Exception) -> JSONResponse:
         err = from_exception(exc)
-        return JSONResponse(to_body(err), status_code=err.status)
+        return JSONResponse(to_body(err), status_code=err.status, headers=err.headers)
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -137,6 +201,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HotswapError, on_hotswap)
     app.add_exception_handler(EngineError, on_hotswap)
     app.add_exception_handler(EngineRequestError, on_hotswap)
+    app.add_exception_handler(reg.AdapterError, on_hotswap)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_hotswap)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from .engine.base import AdapterSpec, ChoiceDelta, Engine, EngineRequestError, SamplingSpec
 from .errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from .metrics import IN_FLIGHT, REQUESTS, model_label
 from .protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
 
 T = TypeVar("T")
@@ -170,7 +171,7 @@ async def run(
     prompts: list[Prompt],
     sampling: SamplingSpec,
     adapter: AdapterSpec | None,
-) -> AsyncIterator[tuple[int, Output | int]]:
+) -> AsyncGenerator[tuple[int, Output | int], None]:
     """Run all prompts concurrently. Yields ``(prompt_no, Output)`` for choice deltas and
     ``(prompt_no, prompt_tokens)`` once per prompt, before its first output."""
     n = sampling.n
@@ -179,18 +180,30 @@ async def run(
     copies = n if sampling.temperature == 0 and n > 1 else 1
     engine_sampling = replace(sampling, n=1) if copies > 1 else sampling
 
+    label = model_label(adapter.name if adapter else "base")
+
     async def one(no: int, prompt: Prompt) -> AsyncIterator[Output | int]:
         announced = False
-        async for step in engine.generate(
-            f"{request_id}-{no}", prompt.token_ids, engine_sampling, adapter
-        ):
-            if not announced:
-                announced = True
-                yield step.prompt_tokens
-            for choice in step.choices:
-                for copy in range(copies):
-                    local = copy if copies > 1 else choice.index
-                    yield Output(no * n + local, choice)
+        outcome = "error"
+        IN_FLIGHT.labels(label).inc()
+        try:
+            async for step in engine.generate(
+                f"{request_id}-{no}", prompt.token_ids, engine_sampling, adapter
+            ):
+                if not announced:
+                    announced = True
+                    yield step.prompt_tokens
+                for choice in step.choices:
+                    for copy in range(copies):
+                        local = copy if copies > 1 else choice.index
+                        yield Output(no * n + local, choice)
+            outcome = "finished"
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "aborted"
+            raise
+        finally:
+            IN_FLIGHT.labels(label).dec()
+            REQUESTS.labels(label, outcome).inc()
 
     async for item in merge([one(no, p) for no, p in enumerate(prompts)]):
         yield item

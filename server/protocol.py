@@ -191,6 +191,12 @@ class ModelCard(BaseModel):
     max_model_len: int | None = None
     #: hotswap extension: "base" or the adapter's PEFT type.
     kind: str | None = None
+    #: hotswap extensions for adapters: the stored version serving this id.
+    digest: str | None = None
+    peft_type: str | None = None
+    rank: int | None = None
+    #: Bytes on disk: the adapter's files, or for the base model its weights (if known).
+    size_bytes: int | None = None
 
 
 class ModelList(BaseModel):

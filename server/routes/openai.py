@@ -59,13 +59,17 @@ async def list_models(engine: EngineDep, catalog: CatalogDep) -> ModelList:
     base = ModelCard(
         id=catalog.base_name, created=catalog.created, root=catalog.base_name,
         max_model_len=engine.max_model_len, kind="base",
+        size_bytes=catalog.registry.base_model_bytes,
     )
     adapters = [
         ModelCard(
-            id=e.spec.name, created=e.created, root=str(e.spec.path),
-            parent=catalog.base_name, max_model_len=engine.max_model_len, kind=e.spec.kind,
+            id=e.model_id, created=int(e.manifest.created_at.timestamp()),
+            root=str(e.spec.path), parent=catalog.base_name,
+            max_model_len=engine.max_model_len, kind=e.spec.kind,
+            digest=e.manifest.digest, peft_type=e.manifest.peft_type, rank=e.manifest.rank,
+            size_bytes=e.manifest.size_bytes,
         )
-        for e in catalog.adapters()
+        for e in await catalog.entries()
     ]
     return ModelList(data=[base, *adapters])
 
@@ -77,14 +81,14 @@ async def list_models(engine: EngineDep, catalog: CatalogDep) -> ModelList:
 async def create_completion(
     req: CompletionRequest, engine: EngineDep, catalog: CatalogDep
 ) -> Any:
-    adapter = catalog.resolve(req.model)
+    adapter = await catalog.resolve(req.model)
     reject_unsupported(req)
     prompts = completion_prompts(req, engine)
     sampling = sampling_for(req, max(len(p.token_ids) for p in prompts), engine.max_model_len)
     request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     prefixes = [p.text if req.echo else "" for p in prompts for _ in range(req.n)]
     acc = Accumulator(len(prompts) * req.n)
-    outputs = run(engine, request_id, prompts, sampling, adapter)
+    outputs = catalog.track(adapter, run(engine, request_id, prompts, sampling, adapter))
     if not req.stream:
         async for _, item in outputs:
             if isinstance(item, int):
@@ -131,14 +135,14 @@ async def create_completion(
 async def create_chat_completion(
     req: ChatCompletionRequest, engine: EngineDep, catalog: CatalogDep
 ) -> Any:
-    adapter = catalog.resolve(req.model)
+    adapter = await catalog.resolve(req.model)
     reject_unsupported(req)
     prompt = chat_prompt(req, engine)
     sampling = sampling_for(req, len(prompt.token_ids), engine.max_model_len)
     top_k = (req.top_logprobs or 0) if req.logprobs else None
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     acc = Accumulator(req.n)
-    outputs = run(engine, request_id, [prompt], sampling, adapter)
+    outputs = catalog.track(adapter, run(engine, request_id, [prompt], sampling, adapter))
     if not req.stream:
         async for _, item in outputs:
             if isinstance(item, int):

@@ -1,7 +1,8 @@
 """One real hotswap server (real vLLM engine, bundled model, float32) for the whole session.
 
 Two LoRA adapters with different ranks and target modules are built with PEFT
-before the server starts and registered with ``--adapter``; the server runs in
+before the server starts and registered with ``--adapter`` (so imported into the
+session's own ``--store``; ``--import-root`` is an empty temp dir); the server runs in
 float32 so its greedy output can be compared with PEFT token for token.
 """
 
@@ -11,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from support.peft_ref import make_lora_adapter
 from support.server import ServerInfo, running_server
 
@@ -39,5 +39,8 @@ def server(base_model_dir: Path, lora_adapters: dict[str, Path],
     for name, path in lora_adapters.items():
         args += ["--adapter", f"{name}={path}"]
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with running_server(args, log_path, "smollm2", lora_adapters) as info:
+    store = tmp_path_factory.mktemp("store")
+    import_root = tmp_path_factory.mktemp("import-root")
+    with running_server(args, log_path, "smollm2", lora_adapters, store=store,
+                        import_root=import_root) as info:
         yield info

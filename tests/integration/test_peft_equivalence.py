@@ -13,10 +13,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from transformers import AutoTokenizer
-
 from support.peft_ref import peft_greedy
 from support.server import ServerInfo
+from transformers import AutoTokenizer
 
 pytestmark = pytest.mark.engine
 

@@ -1,13 +1,63 @@
-"""Small helpers for tests on the fake engine."""
+"""Small helpers for tests on the fake engine: a tiny Llama-shaped base model spec and
+PEFT-layout LoRA dirs that pass (or, on request, fail) the store's admission checks."""
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
+from typing import Any
+
+import torch
+from hotswap.adapters.admission import AdmissionLimits, BaseModelSpec
+from hotswap.server.registry import RegistryOptions
+from safetensors.torch import save_file
+
+# SmolLM2's GQA layout (heads/kv = 3, explicit head_dim), scaled down to tiny tensors.
+TINY_LLAMA_CONFIG: dict[str, Any] = {
+    "model_type": "llama",
+    "hidden_size": 96,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "vocab_size": 128,
+}
+TINY_SPEC = BaseModelSpec.from_config(TINY_LLAMA_CONFIG, "tiny-llama")
+LIMITS = AdmissionLimits(max_lora_rank=8, max_total_bytes=1 << 20, max_files=16)
 
 
-def make_adapter_dir(root: Path, name: str) -> Path:
+def registry_options(root: Path, import_roots: tuple[Path, ...] = ()) -> RegistryOptions:
+    return RegistryOptions(store_dir=root / "store", base_spec=lambda: TINY_SPEC,
+                           limits=LIMITS, import_roots=import_roots, base_model_bytes=123456)
+
+
+def make_adapter_dir(root: Path, name: str, *, rank: int = 4, seed: int = 0,
+                     modules: tuple[str, ...] = ("q_proj", "v_proj"),
+                     config: dict[str, Any] | None = None) -> Path:
+    """A LoRA dir for TINY_SPEC; ``seed`` changes the weights (and so the digest)."""
     path = root / name
     path.mkdir(parents=True)
-    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    shapes = TINY_SPEC.modules()
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(TINY_SPEC.num_layers):
+        for m in modules:
+            s = shapes[m]
+            key = f"base_model.model.model.layers.{layer}.{s.parent}.{m}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(rank, s.in_features, generator=gen)
+            tensors[f"{key}.lora_B.weight"] = torch.randn(s.out_features, rank, generator=gen)
+    save_file(tensors, str(path / "adapter_model.safetensors"))
+    cfg = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank,
+           "target_modules": list(modules), "bias": "none", **(config or {})}
+    (path / "adapter_config.json").write_text(json.dumps(cfg))
     return path
+
+
+def tar_gz(adapter_dir: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(adapter_dir, arcname=adapter_dir.name)
+    return buf.getvalue()

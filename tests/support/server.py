@@ -23,6 +23,9 @@ class ServerInfo:
     base_name: str
     adapters: dict[str, Path]
     log_path: Path
+    #: The server's --store and (first) --import-root, when the test gave them.
+    store: Path | None = None
+    import_root: Path | None = None
 
 
 def free_port() -> int:
@@ -33,8 +36,14 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(args: list[str], log_path: Path, base_name: str,
-                   adapters: dict[str, Path]) -> Iterator[ServerInfo]:
-    """Run ``hotswap serve ARGS --port <free>`` until the block ends."""
+                   adapters: dict[str, Path], *, store: Path | None = None,
+                   import_root: Path | None = None) -> Iterator[ServerInfo]:
+    """Run ``hotswap serve ARGS --port <free>`` until the block ends (``store`` and
+    ``import_root``, if given, are passed as --store / --import-root)."""
+    if store is not None:
+        args = [*args, "--store", str(store)]
+    if import_root is not None:
+        args = [*args, "--import-root", str(import_root)]
     port = free_port()
     hotswap = Path(sys.executable).parent / "hotswap"
     cmd = [str(hotswap), "serve", *args, "--port", str(port)]
@@ -54,7 +63,8 @@ def running_server(args: list[str], log_path: Path, base_name: str,
             except httpx.TransportError:
                 pass
             time.sleep(1)
-        yield ServerInfo(url=url, base_name=base_name, adapters=adapters, log_path=log_path)
+        yield ServerInfo(url=url, base_name=base_name, adapters=adapters, log_path=log_path,
+                         store=store, import_root=import_root)
     finally:
         proc.terminate()
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,15 +11,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hotswap.server.app import create_app
 from hotswap.server.engine.fake import FakeEngine
-from support.fakes import make_adapter_dir
-
-
-async def wait_ready(client: httpx.AsyncClient) -> None:
-    for _ in range(200):
-        if (await client.get("/ready")).status_code == 200:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("app never became ready")
+from support.fakes import make_adapter_dir, registry_options
+from support.http import wait_ready
 
 
 @pytest.fixture
@@ -33,11 +25,19 @@ async def app(fake_engine: FakeEngine, tmp_path: Path) -> AsyncIterator[FastAPI]
     async def factory() -> FakeEngine:
         return fake_engine
 
-    adapters = [("sql-writer", make_adapter_dir(tmp_path, "a")),
-                ("extract", make_adapter_dir(tmp_path, "b"))]
-    application = create_app(factory, adapters)
+    adapters = [("sql-writer", make_adapter_dir(tmp_path, "a", seed=1)),
+                ("extract", make_adapter_dir(tmp_path, "b", seed=2))]
+    import_root = tmp_path / "imports"
+    import_root.mkdir()
+    application = create_app(factory, registry_options(tmp_path, (import_root,)), adapters)
     async with LifespanManager(application):
         yield application
+
+
+@pytest.fixture
+def import_root(tmp_path: Path) -> Path:
+    """The app's only --import-root (created by the ``app`` fixture)."""
+    return tmp_path / "imports"
 
 
 @pytest.fixture

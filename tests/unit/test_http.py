@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 from hotswap.server.engine.fake import FakeEngine
+from support.http import assert_openai_error
 
 BASE = "fake-base"
 
@@ -36,16 +37,6 @@ def sse_events(text: str) -> list[Any]:
         payload = block[len("data: "):]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
-
-
-def assert_openai_error(resp: httpx.Response, status: int, code: str | None = None) -> None:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert body["error"]["message"]
-    if code is not None:
-        assert body["error"]["code"] == code
 
 
 # --- models ----------------------------------------------------------------

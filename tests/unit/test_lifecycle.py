@@ -11,10 +11,10 @@ import uvicorn
 from asgi_lifespan import LifespanManager
 from hotswap.server.app import create_app
 from hotswap.server.engine.fake import FakeEngine
-from support.fakes import make_adapter_dir
+from support.fakes import make_adapter_dir, registry_options
 
 
-async def test_inference_is_503_until_engine_is_up() -> None:
+async def test_inference_is_503_until_engine_is_up(tmp_path: Path) -> None:
     gate = asyncio.Event()
     engine = FakeEngine()
 
@@ -22,7 +22,7 @@ async def test_inference_is_503_until_engine_is_up() -> None:
         await gate.wait()
         return engine
 
-    app = create_app(slow_factory)
+    app = create_app(slow_factory, registry_options(tmp_path))
     async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://t") as c:
         assert (await c.get("/health")).json() == {"status": "starting"}
@@ -40,14 +40,15 @@ async def test_inference_is_503_until_engine_is_up() -> None:
 
 
 async def test_failed_startup_is_reported(tmp_path: Path) -> None:
-    # An adapter dir without adapter_config.json: the engine refuses it at start.
+    # An adapter dir without adapter_config.json: admission refuses it at start.
     bad = tmp_path / "bad"
     bad.mkdir()
+    (bad / "adapter_model.safetensors").write_bytes(b"")
 
     async def factory() -> FakeEngine:
         return FakeEngine()
 
-    app = create_app(factory, [("broken", bad)])
+    app = create_app(factory, registry_options(tmp_path), [("broken", bad)])
     async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://t") as c:
         for _ in range(100):
@@ -76,7 +77,7 @@ async def test_client_disconnect_aborts_engine_request(tmp_path: Path) -> None:
     async def factory() -> FakeEngine:
         return engine
 
-    app = create_app(factory, [("a", make_adapter_dir(tmp_path, "a"))])
+    app = create_app(factory, registry_options(tmp_path), [("a", make_adapter_dir(tmp_path, "a"))])
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
@@ -98,12 +99,18 @@ async def test_client_disconnect_aborts_engine_request(tmp_path: Path) -> None:
                     seen += line.startswith("data: ")
                     if seen == 3:
                         break
+                metrics = (await c.get("/metrics")).text
+                assert 'hotswap_engine_requests_in_flight{model="a"} 1.0' in metrics
         for _ in range(100):
             if engine.aborted:
                 break
             await asyncio.sleep(0.02)
         assert len(engine.aborted) == 1
         assert engine.finished == []
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            metrics = (await c.get("/metrics")).text
+        assert 'hotswap_engine_requests_in_flight{model="a"} 0.0' in metrics
+        assert 'hotswap_engine_requests_total{model="a",outcome="aborted"} 1.0' in metrics
     finally:
         server.should_exit = True
         await serving

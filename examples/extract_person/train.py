@@ -1,0 +1,374 @@
+"""Train the ``extract-person`` LoRA on CPU and save it as a small bf16 adapter.
+
+Run from anywhere::
+
+    python examples/extract_person/train.py            # bundled SmolLM2-135M-Instruct
+    python examples/extract_person/train.py --steps 60 --rank 8
+
+Steps: score the base model on held-out sentences, train a LoRA in float32 (CPU
+has no fast fp16, and fp32 keeps the tiny run stable), score it, save it in
+bf16, then reload the saved file on a bf16 base and score again, because that
+is the form the server runs it in (vLLM applies LoRA in the model dtype).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from safetensors.torch import save_file
+from task import Example, build_messages, make_examples, score, user_message
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+# Written into adapter_config.json: the public id of the model the weights belong
+# to, rather than the local cache dir we happened to train from.
+BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "adapters" / "extract-person"
+# Long enough for any answer of this task (~20 tokens) with room for a base model
+# that starts with prose; short enough that a rambling base model stays cheap.
+MAX_NEW_TOKENS = 48
+IGNORE_INDEX = -100  # label value the causal-LM loss skips
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    rank: int
+    alpha: int
+    target_modules: tuple[str, ...]
+    seed: int
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="HF-style base model dir (default: the bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="adapter output dir")
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    p.add_argument("--target-modules", default="q_proj,v_proj,o_proj",
+                   help="comma-separated module names to adapt")
+    p.add_argument("--eval-n", type=int, default=20, help="held-out sentences to score")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def resolve_model_dir(model_dir: Path | None) -> Path:
+    if model_dir is not None:
+        return model_dir
+    # Imported lazily: only the default path needs the hotswap package installed.
+    from hotswap.server.model_prep import prepare_bundled_model
+
+    return Path(prepare_bundled_model(Path.home() / ".cache" / "hotswap"))
+
+
+def prompt_text(tokenizer: PreTrainedTokenizerBase, example: Example) -> str:
+    text = tokenizer.apply_chat_template(
+        build_messages(example), tokenize=False, add_generation_prompt=True
+    )
+    assert isinstance(text, str)
+    return text
+
+
+def check_template(tokenizer: PreTrainedTokenizerBase, example: Example) -> None:
+    """Fail early if the chat template does not end an assistant turn with the EOS token.
+
+    Training appends ``eos_token`` after the answer; that is only right if the
+    template writes the same token at the end of a turn, and the same token is
+    what generation (here and in vLLM) stops on.
+    """
+    messages = [*build_messages(example), {"role": "assistant", "content": example.answer}]
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    expected = prompt_text(tokenizer, example) + example.answer + str(tokenizer.eos_token)
+    if not isinstance(full, str) or not full.startswith(expected):
+        raise SystemExit(f"chat template does not end a turn with {tokenizer.eos_token!r}")
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple[list[int], list[int]]:
+    """Token ids and labels for one training example; loss only on answer + EOS.
+
+    Prompt and answer are tokenized separately, as at inference time: the server
+    tokenizes the rendered prompt, and the model then emits the answer's own
+    tokens, so training on the jointly tokenized string could teach merges across
+    the boundary that generation never produces.
+    """
+    prompt_ids = tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
+    answer_ids = [*answer_ids, tokenizer.eos_token_id]
+    return [*prompt_ids, *answer_ids], [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+
+
+def collate(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
+) -> dict[str, torch.Tensor]:
+    encoded = [encode(tokenizer, ex) for ex in examples]
+    width = max(len(ids) for ids, _ in encoded)
+    pad = tokenizer.pad_token_id
+    input_ids, labels, mask = [], [], []
+    for ids, labs in encoded:
+        gap = width - len(ids)  # right padding: positions stay 0..n for the real tokens
+        input_ids.append(ids + [pad] * gap)
+        labels.append(labs + [IGNORE_INDEX] * gap)
+        mask.append([1] * len(ids) + [0] * gap)
+    return {
+        "input_ids": torch.tensor(input_ids),
+        "labels": torch.tensor(labels),
+        "attention_mask": torch.tensor(mask),
+    }
+
+
+@torch.inference_mode()
+def generate(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    label: str,
+    batch_size: int = 10,
+) -> list[str]:
+    """Greedy completions, decoded without special tokens."""
+    model.eval()
+    # Left padding so every row's prompt ends where generation starts.
+    tokenizer.padding_side = "left"
+    outputs: list[str] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task_id = progress.add_task(f"Generating ({label})", total=len(examples))
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            batch = tokenizer(
+                [prompt_text(tokenizer, ex) for ex in chunk],
+                add_special_tokens=False,
+                padding=True,
+                return_tensors="pt",
+            )
+            # nn.Module.__getattr__ hides `generate` from mypy on the union type.
+            out = model.generate(  # type: ignore[operator]
+                **batch,
+                max_new_tokens=MAX_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = out[:, batch["input_ids"].shape[1] :]
+            outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            progress.advance(task_id, len(chunk))
+    return outputs
+
+
+def evaluate(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    label: str,
+) -> tuple[int, list[str]]:
+    outputs = generate(model, tokenizer, examples, label)
+    correct = score(list(examples), outputs)
+    console.print(f"[bold]{label}[/]: {correct}/{len(examples)} held-out exact matches")
+    return correct, outputs
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: TrainConfig,
+) -> float:
+    """Run the optimizer loop; returns the last step's loss."""
+    # Fresh sentences for every step: the run never sees the same batch twice.
+    examples = make_examples(cfg.steps * cfg.batch_size, "train", cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    # Linear decay to zero: a high constant rate is what makes 20-40 steps enough,
+    # decaying it lets the last steps settle instead of bouncing around the minimum.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 - step / cfg.steps
+    )
+    tokenizer.padding_side = "right"
+    model.train()
+    loss_value = math.nan
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task_id = progress.add_task("Training", total=cfg.steps, loss=math.nan)
+        for step in range(cfg.steps):
+            start = step * cfg.batch_size
+            batch = collate(tokenizer, examples[start : start + cfg.batch_size])
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.item()
+            progress.update(task_id, advance=1, loss=loss_value)
+    model.eval()
+    return loss_value
+
+
+def save_bf16(model: PeftModel, out: Path) -> Path:
+    """Write adapter_config.json and a bf16 adapter_model.safetensors.
+
+    Not ``model.save_pretrained``: that keeps the fp32 training dtype (4x the
+    bytes for no gain at serving time, where vLLM casts to the model dtype
+    anyway) and writes a generic README.md over ours.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    config = model.peft_config["default"]
+    config.base_model_name_or_path = BASE_MODEL_ID
+    config.inference_mode = True
+    config.save_pretrained(str(out))
+    # No embedding layers are adapted; "auto" would look the base id up on the Hub.
+    state = get_peft_model_state_dict(model, save_embedding_layers=False)
+    weights = {name: t.detach().to(torch.bfloat16).contiguous() for name, t in state.items()}
+    path = out / "adapter_model.safetensors"
+    save_file(weights, str(path), metadata={"format": "pt"})
+    path.chmod(0o644)  # safetensors writes 0600; the adapter is meant to be shared
+    return path
+
+
+def write_readme(
+    out: Path, cfg: TrainConfig, results: dict[str, int], eval_n: int, seconds: float,
+    size: int, example: Example, base_answer: str, adapter_answer: str,
+) -> None:
+    """Adapter card with the numbers of the run that produced these weights."""
+    targets = ", ".join(cfg.target_modules)
+    base_row = f"{results['base_fp32']}/{eval_n} | {results['base_bf16']}/{eval_n}"
+    adapter_row = f"{results['adapter_fp32']}/{eval_n} | {results['adapter_bf16']}/{eval_n}"
+    text = f"""# extract-person
+
+LoRA adapter for `{BASE_MODEL_ID}` that reads one English sentence
+about a person and answers with compact JSON: `{{"name": ..., "city": ..., "age": ...}}`.
+
+Task, data and scorer: `examples/extract_person/task.py`. Held-out sentences use
+first names and sentence templates that never occur in training. A reply counts
+only if it parses as JSON (a Markdown code fence around it is allowed) and equals
+the expected object exactly, age as a number.
+
+## Score (greedy, {eval_n} held-out sentences)
+
+| model               | fp32 | bf16 |
+|---------------------|------|------|
+| base model          | {base_row} |
+| base + this adapter | {adapter_row} |
+
+fp32: the in-memory adapter right after training. bf16: this saved file reloaded
+on a bf16 base, the form the server runs it in by default.
+
+## Example
+
+User message:
+
+```
+{user_message(example.sentence)}
+```
+
+Base model:
+
+```
+{base_answer.strip()}
+```
+
+With this adapter:
+
+```
+{adapter_answer.strip()}
+```
+
+## Training
+
+LoRA rank {cfg.rank}, alpha {cfg.alpha}, on `{targets}`; {cfg.steps} steps of batch
+{cfg.batch_size}, AdamW lr {cfg.lr:g} with linear decay, seed {cfg.seed}, float32 on CPU
+({seconds:.0f} s on a shared 2-core box). Loss only on the answer tokens and the
+end-of-turn token, so generation stops after the JSON. Weights saved in bf16
+({size / 1024:.0f} KiB).
+
+Retrain: `python examples/extract_person/train.py` (see `examples/README.md`).
+"""
+    (out / "README.md").write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rank=args.rank,
+        alpha=2 * args.rank,  # the usual 2r scaling; rank changes then need no lr retune
+        target_modules=tuple(m.strip() for m in args.target_modules.split(",") if m.strip()),
+        seed=args.seed,
+    )
+    torch.manual_seed(cfg.seed)
+    model_dir = resolve_model_dir(args.model_dir)
+    console.print(f"Base model: {model_dir}")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    heldout = make_examples(args.eval_n, "heldout", cfg.seed)
+    check_template(tokenizer, heldout[0])
+    results: dict[str, int] = {}
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    results["base_fp32"], base_outputs = evaluate(model, tokenizer, heldout, "base fp32")
+
+    lora = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=0.0,  # a few dozen steps on fresh data: nothing to regularise
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, lora)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    console.print(f"Trainable parameters: {trainable:,} of {total:,}")
+    started = time.perf_counter()
+    final_loss = train(peft_model, tokenizer, cfg)
+    seconds = time.perf_counter() - started
+    console.print(f"Trained {cfg.steps} steps in {seconds:.1f} s, final loss {final_loss:.4f}")
+    results["adapter_fp32"], _ = evaluate(peft_model, tokenizer, heldout, "adapter fp32")
+
+    path = save_bf16(peft_model, args.out)
+    size = path.stat().st_size
+    console.print(f"Saved {path} ({size / 1024:.0f} KiB)")
+    del peft_model, model
+
+    # Re-score exactly what was written, in the server's default dtype. The adapter
+    # is kept in bf16 (PEFT would upcast it to fp32 by default) to match vLLM.
+    base16 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    results["base_bf16"], _ = evaluate(base16, tokenizer, heldout, "base bf16")
+    adapted16 = PeftModel.from_pretrained(base16, str(args.out), autocast_adapter_dtype=False)
+    results["adapter_bf16"], adapter_outputs = evaluate(
+        adapted16, tokenizer, heldout, "saved adapter bf16"
+    )
+
+    write_readme(args.out, cfg, results, len(heldout), seconds, size,
+                 heldout[0], base_outputs[0], adapter_outputs[0])
+    console.print_json(json.dumps({"train_seconds": round(seconds, 1), "adapter_bytes": size,
+                                   "heldout": len(heldout), **results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Request and response bodies of the adapter admin API (``/v1/adapters``) and of the
+vLLM-compatible ``/v1/load_lora_adapter`` / ``/v1/unload_lora_adapter``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..adapters.manifest import DIGEST_PATTERN, Manifest
+
+
+class AdapterVersion(BaseModel):
+    """One immutable stored version (content-addressed by ``digest``)."""
+
+    digest: str
+    peft_type: str
+    rank: int | None = None
+    alpha: float | None = None
+    target_modules: list[str] = Field(default_factory=list)
+    size_bytes: int
+    created_at: datetime
+    source: str
+    #: Non-fatal admission findings (dropped files, loose base-model name mismatch).
+    warnings: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, m: Manifest) -> AdapterVersion:
+        return cls(
+            digest=m.digest, peft_type=m.peft_type, rank=m.rank, alpha=m.alpha,
+            target_modules=list(m.target_modules), size_bytes=m.size_bytes,
+            created_at=m.created_at, source=m.source, warnings=list(m.warnings),
+        )
+
+
+class AdapterInfo(BaseModel):
+    object: Literal["adapter"] = "adapter"
+    name: str
+    #: tag -> digest; ``latest`` is what ``model=<name>`` serves.
+    tags: dict[str, str]
+    #: The version ``latest`` points to (None if the name has only other tags).
+    latest: AdapterVersion | None = None
+    #: Whether this server process holds ``latest`` in engine memory now.
+    loaded: bool = False
+
+
+class AdapterList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AdapterInfo]
+    base_model: str
+    #: Bytes of one full copy of the base model's weights, if known.
+    base_model_bytes: int | None = None
+    #: Bytes of every stored version any tag points to (each counted once).
+    stored_bytes: int
+
+
+class TaggedVersion(BaseModel):
+    """Where ``name:tag`` points after an upload or a tag change."""
+
+    object: Literal["adapter.tag"] = "adapter.tag"
+    name: str
+    tag: str
+    version: AdapterVersion
+
+
+class TagRequest(BaseModel):
+    digest: str = Field(pattern=DIGEST_PATTERN.pattern, description="sha256 of a version")
+
+
+class Deleted(BaseModel):
+    object: Literal["adapter.deleted"] = "adapter.deleted"
+    id: str
+    deleted: bool = True
+
+
+class Residency(BaseModel):
+    object: Literal["adapter.residency"] = "adapter.residency"
+    name: str
+    digest: str
+    loaded: bool
+
+
+class LoadLoraAdapterRequest(BaseModel):
+    """vLLM's ``/v1/load_lora_adapter`` body."""
+
+    lora_name: str
+    lora_path: str
+
+
+class UnloadLoraAdapterRequest(BaseModel):
+    """vLLM's ``/v1/unload_lora_adapter`` body (``lora_int_id`` is accepted and ignored,
+    as ids are the server's business here)."""
+
+    lora_name: str
+    lora_int_id: int | None = None

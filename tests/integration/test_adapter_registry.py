@@ -1,0 +1,144 @@
+"""The adapter registry on the real server: upload with adapterctl, serve, delete; vLLM's
+load_lora_adapter from the import root; a second server process on the same store.
+
+Served tokens of an uploaded adapter are compared with PEFT's, so "served" means served
+with that adapter's weights, not merely answered.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from support.peft_ref import make_lora_adapter, peft_greedy
+from support.server import ServerInfo, running_server
+from transformers import AutoTokenizer
+
+pytestmark = pytest.mark.engine
+
+PROMPT = "The best thing about Paris is"
+MAX_TOKENS = 10
+ADAPTERCTL = Path(sys.executable).parent / "adapterctl"
+
+
+def adapterctl(server: ServerInfo, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ADAPTERCTL), "--url", server.url, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def greedy_ids(url: str, model: str, ids: list[int]) -> list[int]:
+    oai = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    resp = oai.completions.create(model=model, prompt=ids, max_tokens=MAX_TOKENS,
+                                  temperature=0, extra_body={"return_token_ids": True})
+    token_ids = resp.choices[0].token_ids  # type: ignore[attr-defined]
+    assert isinstance(token_ids, list)
+    return token_ids
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(base_model_dir: Path) -> list[int]:
+    ids: list[int] = AutoTokenizer.from_pretrained(base_model_dir)(PROMPT)["input_ids"]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def new_adapter(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An adapter the server has never seen, and its PEFT output differs from the base's."""
+    return make_lora_adapter(base_model_dir, tmp_path_factory.mktemp("new") / "uploaded",
+                             rank=8, target_modules=["q_proj", "v_proj", "down_proj"], seed=3)
+
+
+@pytest.fixture(scope="module")
+def second_server(server: ServerInfo, base_model_dir: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    """Another replica on the session server's store (no --adapter of its own)."""
+    args = ["--model", str(base_model_dir), "--served-model-name", "smollm2",
+            "--dtype", "float32", "--max-model-len", "2048", "--max-loras", "2"]
+    log_path = tmp_path_factory.mktemp("server2") / "server.log"
+    with running_server(args, log_path, "smollm2", {}, store=server.store) as info:
+        yield info
+
+
+def test_upload_serve_delete_with_adapterctl(
+    server: ServerInfo, base_model_dir: Path, new_adapter: Path, prompt_ids: list[int]
+) -> None:
+    expected = peft_greedy(base_model_dir, new_adapter, [prompt_ids], MAX_TOKENS)[0]
+    base = greedy_ids(server.url, server.base_name, prompt_ids)
+    assert expected != base  # otherwise serving the base would pass
+
+    up = adapterctl(server, "upload", str(new_adapter), "--name", "uploaded")
+    assert up.returncode == 0, up.stderr
+    assert "stored uploaded:latest -> " in up.stdout
+    try:
+        listing = json.loads(adapterctl(server, "list", "--json").stdout)
+        entry = next(a for a in listing["data"] if a["name"] == "uploaded")
+        assert entry["latest"]["rank"] == 8 and entry["latest"]["source"] == "upload"
+        assert listing["base_model_bytes"] > 10 * listing["stored_bytes"] / len(listing["data"])
+
+        assert greedy_ids(server.url, "uploaded", prompt_ids) == expected
+    finally:
+        deleted = adapterctl(server, "delete", "uploaded")
+    assert deleted.returncode == 0, deleted.stderr
+    with pytest.raises(openai.NotFoundError):
+        greedy_ids(server.url, "uploaded", prompt_ids)
+    missing = adapterctl(server, "show", "uploaded")
+    assert missing.returncode == 1 and "uploaded" in missing.stderr
+
+
+def test_refused_upload_says_why(server: ServerInfo, tmp_path: Path, new_adapter: Path
+                                 ) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(new_adapter, bad)
+    (bad / "training_args.bin").write_bytes(b"\x80\x04.")
+    up = adapterctl(server, "upload", str(bad))
+    assert up.returncode == 1
+    assert "pickle" in up.stderr and len(up.stderr.strip().splitlines()) == 1
+    assert adapterctl(server, "show", "bad").returncode == 1
+
+
+def test_vllm_load_lora_adapter_from_import_root(
+    server: ServerInfo, base_model_dir: Path, new_adapter: Path, prompt_ids: list[int]
+) -> None:
+    assert server.import_root is not None
+    src = shutil.copytree(new_adapter, server.import_root / "imported")
+    resp = httpx.post(f"{server.url}/v1/load_lora_adapter",
+                      json={"lora_name": "imported", "lora_path": str(src)}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert resp.text == "Success: LoRA adapter 'imported' added successfully."
+    try:
+        expected = peft_greedy(base_model_dir, new_adapter, [prompt_ids], MAX_TOKENS)[0]
+        assert greedy_ids(server.url, "imported", prompt_ids) == expected
+        outside = httpx.post(f"{server.url}/v1/load_lora_adapter",
+                             json={"lora_name": "x", "lora_path": str(new_adapter)})
+        assert outside.status_code == 403
+        assert outside.json()["error"]["code"] == "path_not_allowed"
+    finally:
+        resp = httpx.post(f"{server.url}/v1/unload_lora_adapter",
+                          json={"lora_name": "imported"}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    with pytest.raises(openai.NotFoundError):
+        greedy_ids(server.url, "imported", prompt_ids)
+
+
+def test_second_server_on_same_store_sees_upload(
+    server: ServerInfo, second_server: ServerInfo, new_adapter: Path, prompt_ids: list[int]
+) -> None:
+    # The replica was already running when the upload happened: no start-time snapshot.
+    up = adapterctl(server, "upload", str(new_adapter), "--name", "shared")
+    assert up.returncode == 0, up.stderr
+    try:
+        on_first = greedy_ids(server.url, "shared", prompt_ids)
+        assert greedy_ids(second_server.url, "shared", prompt_ids) == on_first
+        assert greedy_ids(second_server.url, "shared", prompt_ids) != greedy_ids(
+            second_server.url, second_server.base_name, prompt_ids)
+    finally:
+        assert adapterctl(server, "delete", "shared").returncode == 0
+    with pytest.raises(openai.NotFoundError):
+        greedy_ids(second_server.url, "shared", prompt_ids)

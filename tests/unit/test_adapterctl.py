@@ -1,0 +1,112 @@
+"""adapterctl against the app on a real socket (fake engine): every command, and its
+one-line errors. The CLI runs in a thread so the in-loop server keeps answering."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from hotswap.clients.adapterctl import app as cli
+from hotswap.server.app import create_app
+from hotswap.server.engine.fake import FakeEngine
+from support.fakes import make_adapter_dir, registry_options
+from typer.testing import CliRunner, Result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    async def factory() -> FakeEngine:
+        return FakeEngine()
+
+    app = create_app(factory, registry_options(tmp_path))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        while not app.state.hotswap.ready:
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def run(url: str, *args: str) -> Result:
+    return await asyncio.to_thread(CliRunner().invoke, cli, ["--url", url, *args])
+
+
+async def test_adapterctl_commands(url: str, tmp_path: Path) -> None:
+    src = make_adapter_dir(tmp_path, "sql-writer")
+    up = await run(url, "upload", str(src))
+    assert up.exit_code == 0, up.output
+    assert "stored sql-writer:latest -> " in up.stdout
+    digest = up.stdout.split("-> ")[1].split()[0]
+
+    table = await run(url, "list")
+    assert table.exit_code == 0 and "sql-writer" in table.stdout and "LORA" in table.stdout
+    assert "1 adapter(s) on fake-base" in table.stdout
+    assert "as full model copies: 123.5 KB" in table.stdout
+
+    listing = json.loads((await run(url, "list", "--json")).stdout)
+    assert [a["name"] for a in listing["data"]] == ["sql-writer"]
+    shown = json.loads((await run(url, "show", "sql-writer")).stdout)
+    assert shown["latest"]["digest"] == digest
+
+    tagged = await run(url, "tag", "sql-writer", "stable", "--version", digest)
+    assert tagged.exit_code == 0 and f"sql-writer:stable -> {digest}" in tagged.stdout
+    assert (await run(url, "load", "sql-writer:stable")).exit_code == 0
+    assert json.loads((await run(url, "show", "sql-writer")).stdout)["loaded"] is True
+    assert (await run(url, "unload", "sql-writer")).exit_code == 0
+    assert json.loads((await run(url, "show", "sql-writer")).stdout)["loaded"] is False
+
+    assert (await run(url, "delete", "sql-writer")).exit_code == 0
+    missing = await run(url, "show", "sql-writer")
+    assert missing.exit_code == 1
+    assert missing.stderr.strip() == "error: adapter sql-writer not found"
+
+
+async def test_adapterctl_errors_are_one_line(url: str, tmp_path: Path) -> None:
+    bad = make_adapter_dir(tmp_path, "too-big-rank", rank=16)
+    refused = await run(url, "upload", str(bad), "--name", "bad")
+    assert refused.exit_code == 1
+    assert refused.stdout == ""
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: bad refused: LoRA rank 16")
+
+    nothing = await run(url, "upload", str(tmp_path / "nope"))
+    assert nothing.exit_code == 1 and "nope" in nothing.stderr
+    down = await asyncio.to_thread(CliRunner().invoke, cli,
+                                   ["--url", "http://127.0.0.1:9", "list"])
+    assert down.exit_code == 1 and down.stderr.startswith("error: cannot reach")
+
+
+def test_archive_follows_file_symlinks(tmp_path: Path) -> None:
+    import tarfile
+
+    from hotswap.clients.archive import default_name, open_archive
+
+    blobs = make_adapter_dir(tmp_path, "blobs")
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    for f in blobs.iterdir():
+        (snapshot / f.name).symlink_to(f)
+    with open_archive(snapshot) as archive, tarfile.open(fileobj=archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert set(members) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert all(m.isreg() for m in members.values())
+    assert default_name(tmp_path / "x.tar.gz") == "x"
+    assert default_name(snapshot) == "snapshot"
