@@ -13,7 +13,8 @@ throughput, the number a user compares against.
     python bench/lora_throughput.py                 # full run, appends to BENCHMARKS.md
     python bench/lora_throughput.py --rounds 1 --requests 8 --tokens 16 --no-record
 
-Writes ``bench/results/lora_throughput.png`` and appends a section to ``BENCHMARKS.md``.
+Writes ``bench/results/lora_throughput-<date>-<time>.png`` and appends a section to
+``BENCHMARKS.md``.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ METRICS = {
     "wall": "tokens per wall-clock second",
     "cpu": "tokens per CPU second of this process (robust to other load on the cores)",
 }
+SHORT_LABELS = {"wall": "tok/s, wall clock", "cpu": "tok/s of process CPU time"}
 
 
 def measure(cfg: Config, llm: Any, prompts: list[list[int]], loras: list[Any]) -> Results:
@@ -255,9 +257,13 @@ def plot(results: Results, path: Path, title: str) -> None:
                     fontsize=8,
                 )
         ax.axhline(0.8 * base, color="grey", linestyle="--", linewidth=1, label="0.8 x base-only")
-        ax.set_xticks(xs, [f"{s} adapters" if s else "base only" for s in SCENARIOS])
-        ax.set_ylabel(METRICS[metric])
-        ax.legend(fontsize=8)
+        ax.set_xticks(
+            xs, ["base only" if s == 0 else f"{s} adapter{'s' if s > 1 else ''}" for s in SCENARIOS]
+        )
+        ax.set_ylabel(SHORT_LABELS[metric])
+        ax.set_title(METRICS[metric], fontsize=9)
+        ax.set_ylim(0, 1.25 * max(max(m.values()) for m in med.values()))
+        ax.legend(fontsize=8, loc="upper right", ncols=3)
     fig.suptitle(title + "\nbar labels: ratio to the plugin's base-only throughput", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,7 +327,8 @@ def main() -> None:
     for metric, label in METRICS.items():
         print(f"\n{label}:\n{table(medians(results[metric]))}")
     if cfg.record:
-        png = REPO / "bench" / "results" / "lora_throughput.png"
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
+        png = REPO / "bench" / "results" / f"lora_throughput-{stamp}.png"
         plot(
             results,
             png,
