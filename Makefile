@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install prepare-model serve test lint bench clean
+.PHONY: install prepare-model serve test lint bench bench-registry clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,9 @@ lint: $(STAMP)
 
 bench: prepare-model
 	$(BIN)/python bench/lora_throughput.py
+
+bench-registry: prepare-model
+	$(BIN)/python bench/registry_scale.py
 
 clean:
 	rm -rf $(VENV)

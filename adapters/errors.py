@@ -14,6 +14,9 @@ Hierarchy, so the table can map whole families at once::
     ├── SourceNotFound            import source missing
     ├── StoreBusy                 store lock not acquired in time
     ├── StoreCorrupt              on-disk state the store did not write
+    ├── HubError                  pulling from a Hugging Face Hub endpoint failed
+    │   ├── InvalidHubRepo, HubRepoNotAllowed, HubRepoNotFound,
+    │   └── HubAccessDenied, HubUnavailable
     └── AdmissionError            the adapter was refused; nothing was stored
         ├── InvalidArchive, UnsafePath, TooLarge          (how it arrived)
         ├── InvalidAdapterConfig, UnsupportedPeftType,
@@ -70,6 +73,42 @@ class StoreCorrupt(AdapterError):
     """A ref or manifest on disk is unreadable: written by something other than the store."""
 
     code = "store_corrupt"
+
+
+class HubError(AdapterError):
+    """A hub pull failed before admission. Nothing was stored."""
+
+    code = "hub_error"
+
+
+class InvalidHubRepo(HubError):
+    """Not a Hugging Face repo id (``owner/name``) or not a usable revision."""
+
+    code = "invalid_hub_repo"
+
+
+class HubRepoNotAllowed(HubError):
+    """The repo is not on this server's hub allowlist (``--hub-allow``; empty by default)."""
+
+    code = "hub_repo_not_allowed"
+
+
+class HubRepoNotFound(HubError):
+    """The hub has no such repo or revision (or hides a private repo behind a 404)."""
+
+    code = "hub_repo_not_found"
+
+
+class HubAccessDenied(HubError):
+    """The hub refused access (gated or private repo, missing or bad token)."""
+
+    code = "hub_access_denied"
+
+
+class HubUnavailable(HubError):
+    """The hub could not be reached or a download broke off; retrying may help."""
+
+    code = "hub_unavailable"
 
 
 class AdmissionError(AdapterError):

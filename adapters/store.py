@@ -55,7 +55,7 @@ from .manifest import (
     is_digest,
     is_source,
 )
-from .names import NAME_PATTERN, parse_ref, validate_name, validate_tag
+from .names import DEFAULT_TAG, NAME_PATTERN, parse_ref, validate_name, validate_tag
 from .sources.local import import_dir
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,9 @@ class Store:
         self._tmp_grace = tmp_grace
         # Versions are immutable, so a manifest once read stays true (while it exists).
         self._manifests: dict[str, Manifest] = {}
+        # (st_dev, st_ino, st_mtime_ns) of each cached manifest file: a version deleted and
+        # stored again (new created_at, source) by another process is read afresh.
+        self._manifest_stamps: dict[str, tuple[int, int, int]] = {}
         for d in (self._versions, self._refs, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -255,7 +258,8 @@ class Store:
     def resolve(self, ref: str) -> Manifest:
         """The manifest ``name`` or ``name:tag`` points to, carrying the requested name."""
         parsed = parse_ref(ref)
-        digest = self._read_ref(parsed.name, parsed.effective_tag)
+        tag = parsed.effective_tag
+        digest = _ref_digest(f"{os.fspath(self._refs)}/{parsed.name}/{tag}", parsed.name, tag)
         if digest is None:
             raise AdapterNotFound(f"adapter {ref} not found")
         try:
@@ -263,7 +267,7 @@ class Store:
         except VersionNotFound:
             # The name was deleted between reading the ref and the version.
             raise AdapterNotFound(f"adapter {ref} not found") from None
-        return manifest.model_copy(update={"name": parsed.name})
+        return _named(manifest, parsed.name)
 
     def path(self, manifest: Manifest) -> Path:
         """The directory to hand the engine: the version's adapter files."""
@@ -275,15 +279,107 @@ class Store:
             raise VersionNotFound(f"{digest!r} is not a sha256 digest")
         return self._load_manifest(digest)
 
+    def verify(self) -> list[str]:
+        """Re-check everything readers can see; return the problems (empty: consistent).
+
+        Each ``versions/<digest>`` must hold a readable manifest of that digest, exactly
+        the manifest's files with their recorded size and sha256, and ``<digest>`` must be
+        :func:`content_digest` of them; each ref must hold the digest of a version that has
+        a manifest. Reads every byte afresh (no manifest cache), takes no lock and changes
+        nothing, so it may run beside live servers: a version or ref deleted meanwhile is
+        skipped, not reported. ``tmp/`` is not checked (nothing in it is visible), nor are
+        non-digest names under ``versions/`` (:meth:`gc` ignores them too).
+        """
+        problems: list[str] = []
+        for vdir in sorted(self._versions.iterdir()):
+            if is_digest(vdir.name):
+                found = self._verify_version(vdir)
+                if found and vdir.exists():  # else deleted meanwhile: not a problem
+                    problems += found
+        for ref_file in sorted(self._refs.glob("*/*")):
+            name, tag = ref_file.parent.name, ref_file.name
+            if not (NAME_PATTERN.fullmatch(name) and NAME_PATTERN.fullmatch(tag)):
+                continue  # not ours, as in _read_tags
+            if ref_file.is_dir():
+                problems.append(f"ref {name}:{tag} is a directory, not a ref file")
+                continue
+            try:
+                digest = self._read_ref(name, tag)
+            except StoreCorrupt as exc:
+                problems.append(exc.message)
+                continue
+            if (digest is not None and not (self._versions / digest / MANIFEST_FILE).is_file()
+                    and self._read_ref(name, tag) == digest):  # not deleted meanwhile
+                problems.append(f"ref {name}:{tag} points at missing version {digest}")
+        return problems
+
+    def _verify_version(self, vdir: Path) -> list[str]:
+        digest = vdir.name
+        try:
+            manifest = Manifest.model_validate_json((vdir / MANIFEST_FILE).read_bytes())
+        except (OSError, ValidationError) as exc:
+            return [f"version {digest}: no readable {MANIFEST_FILE} ({type(exc).__name__})"]
+        problems = []
+        if manifest.digest != digest:
+            problems.append(f"version {digest}: its manifest is that of {manifest.digest}")
+        if content_digest(manifest.files) != digest:
+            problems.append(f"version {digest}: content digest of the manifest's files differs")
+        if manifest.size_bytes != sum(f.size for f in manifest.files):
+            problems.append(f"version {digest}: size_bytes is not the sum of the file sizes")
+        adapter = vdir / ADAPTER_DIR
+        for entry in manifest.files:
+            rel = Path(entry.path)
+            if rel.is_absolute() or ".." in rel.parts:
+                problems.append(f"version {digest}: file path {entry.path!r} leaves the version")
+                continue
+            path = adapter / rel
+            h, size = hashlib.sha256(), 0
+            try:
+                if path.is_symlink() or not path.is_file():
+                    raise FileNotFoundError(path)
+                with open(path, "rb") as f:
+                    while chunk := f.read(CHUNK):
+                        h.update(chunk)
+                        size += len(chunk)
+            except OSError:
+                problems.append(f"version {digest}: {entry.path} is missing or unreadable")
+                continue
+            if size != entry.size:
+                problems.append(f"version {digest}: {entry.path} has {size} bytes, "
+                                f"manifest says {entry.size}")
+            elif h.hexdigest() != entry.sha256:
+                problems.append(f"version {digest}: {entry.path} sha256 differs from manifest")
+        listed = {f.path for f in manifest.files}
+        for p in sorted(adapter.rglob("*")):
+            rel_path = p.relative_to(adapter).as_posix()
+            if (p.is_symlink() or not p.is_dir()) and rel_path not in listed:
+                problems.append(f"version {digest}: {rel_path} is not in the manifest")
+        return problems
+
     def list(self) -> list[AdapterEntry]:
-        entries = []
-        for name, tags in sorted(self._all_refs(strict=False).items()):
-            latest = None
-            if "latest" in tags:
-                with contextlib.suppress(VersionNotFound, StoreCorrupt):
-                    latest = self._load_manifest(tags["latest"]).model_copy(update={"name": name})
-            entries.append(AdapterEntry(name=name, tags=tags, latest=latest))
-        return entries
+        """Every name, sorted. One directory listing per name and one small read per tag
+        (no cache: another process's writes show at once); manifests come from the cache
+        after one ``stat``."""
+        return [
+            AdapterEntry(name=name, tags=tags, latest=self._latest(name, tags))
+            for name, tags in sorted(self._all_refs(strict=False).items())
+        ]
+
+    def entry(self, name: str) -> AdapterEntry | None:
+        """One name's :class:`AdapterEntry` (what :meth:`list` holds for it), or None if
+        it has no tags. Reads only that name's refs, whatever the size of the store."""
+        validate_name(name)
+        tags = self._read_tags(name, strict=False)
+        return AdapterEntry(name=name, tags=tags, latest=self._latest(name, tags)) if tags else None
+
+    def _latest(self, name: str, tags: Mapping[str, str]) -> Manifest | None:
+        digest = tags.get(DEFAULT_TAG)
+        if digest is None:
+            return None
+        try:
+            return _named(self._load_manifest(digest), name)
+        except (VersionNotFound, StoreCorrupt):
+            return None
 
     # --- internals -----------------------------------------------------------------------
 
@@ -348,46 +444,60 @@ class Store:
         """Tags of ``name``. A corrupt ref raises when ``strict`` (anything that deletes
         must not guess), else it is logged and skipped (listing, start-up)."""
         tags: dict[str, str] = {}
+        # Plain str paths and os calls: pathlib objects cost more than the syscalls here.
+        name_dir = f"{os.fspath(self._refs)}/{name}"
         try:
-            tag_files = sorted((self._refs / name).iterdir())
+            tag_names = sorted(os.listdir(name_dir))
         except (FileNotFoundError, NotADirectoryError):
             return tags
-        for tag_file in tag_files:
-            if not NAME_PATTERN.fullmatch(tag_file.name):
+        for tag in tag_names:
+            if not NAME_PATTERN.fullmatch(tag):
                 continue  # not ours (editor backups, NFS silly-renames)
             try:
-                digest = self._read_ref(name, tag_file.name)
+                digest = _ref_digest(f"{name_dir}/{tag}", name, tag)
             except StoreCorrupt:
                 if strict:
                     raise
-                logger.warning("skipping corrupt ref %s:%s", name, tag_file.name)
+                logger.warning("skipping corrupt ref %s:%s", name, tag)
                 continue
             if digest is not None:
-                tags[tag_file.name] = digest
+                tags[tag] = digest
         return tags
 
     def _all_refs(self, *, strict: bool) -> dict[str, dict[str, str]]:
         refs: dict[str, dict[str, str]] = {}
-        for name_dir in self._refs.iterdir():
-            if NAME_PATTERN.fullmatch(name_dir.name):
-                tags = self._read_tags(name_dir.name, strict=strict)
+        for name in os.listdir(self._refs):
+            if NAME_PATTERN.fullmatch(name):
+                tags = self._read_tags(name, strict=strict)
                 if tags:
-                    refs[name_dir.name] = tags
+                    refs[name] = tags
         return refs
 
     def _referenced(self) -> set[str]:
         return {d for tags in self._all_refs(strict=True).values() for d in tags.values()}
 
     def _load_manifest(self, digest: str) -> Manifest:
-        path = self._versions / digest / MANIFEST_FILE
+        path = f"{os.fspath(self._versions)}/{digest}/{MANIFEST_FILE}"
         cached = self._manifests.get(digest)
-        if cached is not None and path.exists():
-            return cached
+        if cached is not None:
+            # One stat: the version still exists and is the one that was read.
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                st = None
+            if st is not None and self._manifest_stamps.get(digest) == _stamp(st):
+                return cached
         try:
-            raw = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             self._manifests.pop(digest, None)
             raise VersionNotFound(f"no stored version {digest}") from None
+        try:
+            stamp = _stamp(os.fstat(fd))
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                raw = f.read()
+        finally:
+            os.close(fd)
         try:
             manifest = Manifest.model_validate_json(raw)
         except ValidationError as exc:
@@ -395,6 +505,7 @@ class Store:
         if manifest.digest != digest:
             raise StoreCorrupt(f"version dir {digest} holds the manifest of {manifest.digest}")
         self._manifests[digest] = manifest
+        self._manifest_stamps[digest] = stamp
         return manifest
 
     def _remove_version(self, digest: str) -> None:
@@ -410,6 +521,37 @@ class Store:
         os.rename(path, trash)
         _fsync(parent)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _ref_digest(path: str, name: str, tag: str) -> str | None:
+    """The digest in the ref file at ``path`` (``name:tag``), None if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        data = os.read(fd, 128)  # a ref is 65 bytes; read on only if something is odd
+        if len(data) == 128:
+            while chunk := os.read(fd, 1 << 16):
+                data += chunk
+    except IsADirectoryError:
+        raise StoreCorrupt(f"ref {name}:{tag} is a directory, not a ref file") from None
+    finally:
+        os.close(fd)
+    digest = data.decode(errors="replace").strip()
+    if not is_digest(digest):
+        raise StoreCorrupt(f"ref {name}:{tag} does not hold a digest")
+    return digest
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def _named(manifest: Manifest, name: str) -> Manifest:
+    """``manifest`` carrying ``name``; the cached object itself when it already does
+    (manifests are frozen, so sharing one is safe)."""
+    return manifest if manifest.name == name else manifest.model_copy(update={"name": name})
 
 
 def _write_new_file(path: Path, data: bytes) -> None:

@@ -90,27 +90,55 @@ def upload(
     name: Annotated[str | None, typer.Option(help="Adapter name. Default: the dir name.")
                     ] = None,
     tag: Annotated[str, typer.Option(help="Tag to point at the new version.")] = "latest",
+    check: Annotated[bool, typer.Option(
+        "--check/--no-check", help="Run the server's admission checks here first "
+        "(against its base model), so a bad adapter is refused before it is sent.")] = True,
 ) -> None:
     """Upload an adapter; the server checks it against its base model and stores it."""
     name = name or default_name(path)
+    if check:
+        _check_locally(path, name)
     try:
         with open_archive(path) as archive:
             size = os.fstat(archive.fileno()).st_size
-            with Progress("[progress.description]{task.description}", BarColumn(),
-                          DownloadColumn(), TransferSpeedColumn(), console=err,
-                          transient=True) as progress:
+            with _transfer_progress() as progress:
                 task = progress.add_task(f"uploading {name}", total=size)
                 with _client() as client:
                     result = client.upload(_chunks(archive, progress, task), size, name, tag)
     except OSError as exc:
         raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
     except ApiError as exc:
-        raise _fail(f"{name} refused: {exc}" if exc.code else str(exc)) from None
-    v = result["version"]
-    say(f"stored {result['name']}:{result['tag']} -> {v['digest']} "
-        f"({v['peft_type']}, rank {v['rank']}, {human(v['size_bytes'])})")
-    for warning in v.get("warnings", []):
-        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+        raise _fail(f"{name} refused by the server: {exc} ({exc.code})" if exc.code
+                    else str(exc)) from None
+    _report_stored(result)
+
+
+def _check_locally(path: Path, name: str) -> None:
+    # Imported here: admission pulls in torch, which plain list/show need not pay for.
+    from ..adapters.errors import AdmissionError
+    from . import local_check
+
+    policy = local_check.policy_from(_call(lambda c: c.admission()))
+    if policy is None:
+        err.print("[yellow]warning:[/yellow] the server cannot check adapters now "
+                  "(base model config unknown); skipping the local check", highlight=False)
+        return
+    spec, limits = policy
+    with err.status(f"checking {name} against {spec.model_id}"):
+        try:
+            report = local_check.check(path, spec, limits)
+        except AdmissionError as exc:
+            raise _fail(f"{name} refused by the local check: {exc.message} "
+                        f"({exc.code})") from None
+        except OSError as exc:
+            raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    err.print(f"local check passed: {report.peft_type}, rank {report.rank}, "
+              f"{len(report.files)} file(s)", highlight=False)
+
+
+def _transfer_progress() -> Progress:
+    return Progress("[progress.description]{task.description}", BarColumn(),
+                    DownloadColumn(), TransferSpeedColumn(), console=err, transient=True)
 
 
 def _chunks(f: IO[bytes], progress: Progress, task: Any) -> Iterator[bytes]:
@@ -119,21 +147,59 @@ def _chunks(f: IO[bytes], progress: Progress, task: Any) -> Iterator[bytes]:
         yield chunk
 
 
+@app.command()
+def pull(
+    repo: Annotated[str, typer.Argument(help="Hugging Face Hub repo: owner/name "
+                                        "(or owner/name@revision).")],
+    revision: Annotated[str | None, typer.Option(help="Branch, tag or commit "
+                                                 "(default: main).")] = None,
+    name: Annotated[str | None, typer.Option(help="Adapter name. Default: owner--name.")
+                    ] = None,
+    tag: Annotated[str, typer.Option(help="Tag to point at the pulled version.")] = "latest",
+) -> None:
+    """Have the server pull an adapter from the hub (it must be on the server's --hub-allow);
+    it is checked like an upload and stored at the commit the revision pointed to."""
+    with _transfer_progress() as progress:
+        task = progress.add_task(f"server pulling {repo}", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            with _client() as client:
+                result = client.pull(repo, revision=revision, name=name, tag=tag,
+                                     on_progress=on_progress)
+        except ApiError as exc:
+            raise _fail(f"pull of {repo} failed: {exc} ({exc.code})" if exc.code
+                        else str(exc)) from None
+    _report_stored(result)
+
+
+def _report_stored(result: dict[str, Any]) -> None:
+    v = result["version"]
+    say(f"stored {result['name']}:{result['tag']} -> {v['digest']} "
+        f"({v['source']}, {v['peft_type']}, rank {v['rank']}, {human(v['size_bytes'])})")
+    for warning in v.get("warnings", []):
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+
 @app.command("list")
 def list_adapters(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the stored adapters, and what they cost on disk next to full model copies."""
+    """List the stored adapters, what they cost on disk next to full model copies, and
+    where the server's engine holds them (gpu slot / cpu cache / disk)."""
     listing = _call(lambda c: c.adapters())
     if as_json:
         typer.echo(json.dumps(listing, indent=2))
         return
-    table = Table("name", "tags", "type", "rank", "size")
+    table = Table("name", "tags", "type", "rank", "size", "residency")
     for a in listing["data"]:
         latest = a.get("latest") or {}
         tags = ", ".join(f"{t}={d[:12]}" for t, d in sorted(a["tags"].items()))
         table.add_row(a["name"], tags, latest.get("peft_type", ""),
-                      str(latest.get("rank") or ""), human(latest.get("size_bytes")))
+                      str(latest.get("rank") or ""), human(latest.get("size_bytes")),
+                      a.get("residency") or "")
     out.print(table)
     count, stored, base = len(listing["data"]), listing["stored_bytes"], \
         listing.get("base_model_bytes")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -34,13 +35,18 @@ class HotswapClient:
         except httpx.TransportError as exc:
             raise ApiError(f"cannot reach {self._http.base_url}: {exc}") from exc
         if resp.status_code >= 400:
-            try:
-                err = resp.json()["error"]
-                raise ApiError(err["message"], resp.status_code, err.get("code"))
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(f"HTTP {resp.status_code}: {resp.text[:200]}",
-                               resp.status_code) from None
+            self._raise_for(resp)
         return resp
+
+    @staticmethod
+    def _raise_for(resp: httpx.Response) -> None:
+        try:
+            err = resp.json()["error"]
+            message, code = err["message"], err.get("code")
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(f"HTTP {resp.status_code}: {resp.text[:200]}",
+                           resp.status_code) from None
+        raise ApiError(message, resp.status_code, code)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._send(method, path, **kwargs).json()
@@ -58,6 +64,11 @@ class HotswapClient:
         info: dict[str, Any] = self._request("GET", f"/v1/adapters/{name}")
         return info
 
+    def admission(self) -> dict[str, Any]:
+        """``GET /v1/admission``: the base model facts and limits uploads are checked against."""
+        policy: dict[str, Any] = self._request("GET", "/v1/admission")
+        return policy
+
     def upload(self, chunks: Iterable[bytes], size: int, name: str, tag: str
                ) -> dict[str, Any]:
         """Stream an archive; ``size`` becomes Content-Length so the server can refuse an
@@ -68,6 +79,32 @@ class HotswapClient:
             headers=headers, timeout=httpx.Timeout(30.0, read=600.0, write=600.0),
         )
         return result
+
+    def pull(self, repo: str, *, revision: str | None, name: str | None, tag: str,
+             on_progress: Callable[[int, int], None]) -> dict[str, Any]:
+        """``POST /v1/adapters/pull`` with NDJSON progress; returns the final result."""
+        body = {"repo": repo, "revision": revision, "name": name, "tag": tag, "stream": True}
+        timeout = httpx.Timeout(30.0, read=None)  # a large pull may be silent a while
+        try:
+            with self._http.stream("POST", "/v1/adapters/pull", json=body,
+                                   timeout=timeout) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._raise_for(resp)
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event["status"] == "downloading":
+                        on_progress(event["completed"], event["total"])
+                    elif event["status"] == "error":
+                        err = event["error"]
+                        raise ApiError(err["message"], None, err.get("code"))
+                    elif event["status"] == "success":
+                        return {k: v for k, v in event.items() if k != "status"}
+        except httpx.TransportError as exc:
+            raise ApiError(f"connection to {self._http.base_url} lost: {exc}") from exc
+        raise ApiError("the server ended the pull without a result")
 
     def delete(self, ref: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request("DELETE", f"/v1/adapters/{ref}")

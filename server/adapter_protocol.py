@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ..adapters.admission import BaseModelSpec
 from ..adapters.manifest import DIGEST_PATTERN, Manifest
 
 
@@ -41,7 +42,11 @@ class AdapterInfo(BaseModel):
     tags: dict[str, str]
     #: The version ``latest`` points to (None if the name has only other tags).
     latest: AdapterVersion | None = None
-    #: Whether this server process holds ``latest`` in engine memory now.
+    #: Where this server's engine holds ``latest`` now: "gpu" (in a slot a batch can
+    #: use; host memory on the CPU build), "cpu" (engine's host cache) or "disk" (not
+    #: loaded). None if there is no ``latest`` or the engine could not tell.
+    residency: Literal["gpu", "cpu", "disk"] | None = None
+    #: Whether the engine holds ``latest`` in memory now (residency "gpu" or "cpu").
     loaded: bool = False
 
 
@@ -94,3 +99,33 @@ class UnloadLoraAdapterRequest(BaseModel):
 
     lora_name: str
     lora_int_id: int | None = None
+
+
+class PullRequest(BaseModel):
+    """``POST /v1/adapters/pull``: fetch an adapter from a Hugging Face Hub repo."""
+
+    repo: str = Field(description="Hub repo id, 'owner/name' (or 'owner/name@revision')",
+                      examples=["someone/llama-sql-lora"])
+    revision: str | None = Field(default=None, description="Branch, tag or commit; pinned "
+                                 "to the commit it resolves to. Default: main")
+    name: str | None = Field(default=None, description="Adapter name. Default: "
+                             "'owner--name', lower-cased")
+    tag: str = Field(default="latest", description="Tag to point at the pulled version")
+    stream: bool = Field(default=False, description="Answer with NDJSON progress lines "
+                         "(status: pulling | downloading | success | error) instead of "
+                         "one JSON body at the end")
+
+
+class AdmissionPolicy(BaseModel):
+    """``GET /v1/admission``: what an adapter must pass here, so a client (adapterctl
+    upload) can run the same checks locally before sending a byte."""
+
+    object: Literal["admission.policy"] = "admission.policy"
+    #: The served base model's shape facts; None while its config is unknown (adapters
+    #: are then refused).
+    base_model: BaseModelSpec | None
+    max_lora_rank: int
+    max_total_bytes: int
+    max_files: int
+    max_virtual_tokens: int
+    peft_types: list[str]

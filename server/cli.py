@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import ByteSize, ValidationError
 from rich.console import Console
 
 from .config import Settings
@@ -32,6 +32,8 @@ log = logging.getLogger("hotswap")
 def _help(field: str) -> str:
     info = Settings.model_fields[field]
     default = info.get_default(call_default_factory=True)
+    if isinstance(default, ByteSize):
+        default = default.human_readable()
     shown = "" if default in (None, []) else f" Default: {default}."
     # Escaped: rich would read "[env: ...]" as markup and drop it.
     return f"{info.description}{shown} \\[env: HOTSWAP_{field.upper()}]"
@@ -94,6 +96,14 @@ def serve(
         list[Path] | None,
         typer.Option("--import-root", help=_help("import_roots"), metavar="DIR"),
     ] = None,
+    hub_allow: Annotated[
+        list[str] | None,
+        typer.Option("--hub-allow", help=_help("hub_allow"), metavar="REPO|OWNER|*"),
+    ] = None,
+    hub_autoload: Annotated[bool | None, typer.Option(
+        "--hub-autoload/--no-hub-autoload", help=_help("hub_autoload"))] = None,
+    adapter_cache_bytes: Annotated[str | None, typer.Option(
+        help=_help("adapter_cache_bytes"), metavar="BYTES")] = None,
     log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
 ) -> None:
     """Serve the base model and its adapters over an OpenAI-compatible HTTP API."""
@@ -102,7 +112,8 @@ def serve(
         "adapters": adapter, "max_loras": max_loras, "max_cpu_loras": max_cpu_loras,
         "max_lora_rank": max_lora_rank, "dtype": dtype, "max_model_len": max_model_len,
         "memory_fraction": memory_fraction, "home": home, "store": store,
-        "import_roots": import_root, "log_level": log_level,
+        "import_roots": import_root, "hub_allow": hub_allow, "hub_autoload": hub_autoload,
+        "adapter_cache_bytes": adapter_cache_bytes, "log_level": log_level,
     })
     _setup_logging(settings.log_level)
     model_ref, served_name = _resolve_model(settings)
@@ -114,7 +125,7 @@ def serve(
     from .app import create_app
     from .base_model import read_base_spec, weights_bytes
     from .engine.vllm import VllmEngine, VllmOptions
-    from .registry import RegistryOptions
+    from .registry import HubOptions, RegistryOptions
 
     options = VllmOptions(
         model=model_ref,
@@ -139,6 +150,8 @@ def serve(
         limits=AdmissionLimits(max_lora_rank=settings.max_lora_rank),
         import_roots=tuple(settings.import_roots),
         base_model_bytes=weights_bytes(model_ref),
+        hub=HubOptions(allow=tuple(settings.hub_allow), autoload=settings.hub_autoload,
+                       cache_bytes=int(settings.adapter_cache_bytes)),
     )
     app_ = create_app(start_engine, registry, settings.startup_adapters())
     log.info("listening on http://%s:%d (model %s loading)", settings.host, settings.port,

@@ -10,11 +10,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Adapter and model names users may choose (also the registry's rule).
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+#: ``owner`` or ``owner/name`` as the Hugging Face Hub spells them.
+HUB_ALLOW_PATTERN = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+)
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 
@@ -117,11 +122,29 @@ class Settings(BaseSettings):
         "given by path. Repeatable; in env, comma-separated. None by default: that endpoint "
         "then refuses every path.",
     )
+    hub_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hugging Face Hub repos that may be pulled: 'owner/name', 'owner' (all of "
+        "its repos) or '*'. Repeatable; in env, comma-separated. None by default: pulls are "
+        "refused. The token is huggingface_hub's own (HF_TOKEN); the endpoint HF_ENDPOINT.",
+    )
+    hub_autoload: bool = Field(
+        default=False,
+        description="Pull an allowed hub repo on the first request that names it as `model` "
+        "('owner/name' or 'owner/name@revision'), once however many requests arrive together.",
+    )
+    adapter_cache_bytes: ByteSize = Field(
+        default=ByteSize(10 << 30),
+        ge=0,
+        description="Disk budget for adapters pulled from the hub (e.g. 500MB, 10GiB); past "
+        "it the least recently used pulls are dropped (and pulled again when needed). "
+        "Uploaded and imported adapters are never evicted.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of hotswap and uvicorn."
     )
 
-    @field_validator("adapters", "import_roots", mode="before")
+    @field_validator("adapters", "import_roots", "hub_allow", mode="before")
     @classmethod
     def _split_env_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -147,6 +170,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"{root} is not a directory")
             roots.append(resolved)
         return roots
+
+    @field_validator("hub_allow")
+    @classmethod
+    def _check_hub_allow(cls, value: list[str]) -> list[str]:
+        entries = [v.strip() for v in value]
+        for entry in entries:
+            if entry != "*" and not HUB_ALLOW_PATTERN.fullmatch(entry):
+                raise ValueError(f"{entry!r}: expected 'owner/name', 'owner' or '*'")
+        return entries
 
     @field_validator("max_lora_rank")
     @classmethod

@@ -102,6 +102,8 @@ class RegistryError(HotswapError):
             self.headers = {"Retry-After": str(STORE_BUSY_RETRY_AFTER_S)}
         elif status >= 500:
             self.type = "server_error"
+        elif status == 403:
+            self.type = "permission_error"
         else:
             self.type = "invalid_request_error"
 
@@ -112,9 +114,15 @@ STORE_BUSY_RETRY_AFTER_S = 1
 
 #: Registry errors -> HTTP status, most specific class first (the first isinstance match
 #: wins). 400: the request names or carries something malformed; 404: nothing by that
-#: name; 413: over a size cap; 422: a well-formed adapter this server refuses.
+#: name; 413: over a size cap; 422: a well-formed adapter this server refuses; 403: a hub
+#: repo this server may not pull (or the hub refused us); 502: the hub failed us.
 REGISTRY_STATUS: tuple[tuple[type[reg.AdapterError], int], ...] = (
     (reg.InvalidName, 400),
+    (reg.InvalidHubRepo, 400),
+    (reg.HubRepoNotAllowed, 403),
+    (reg.HubAccessDenied, 403),
+    (reg.HubRepoNotFound, 404),
+    (reg.HubUnavailable, 502),
     (reg.InvalidArchive, 400),
     (reg.UnsafePath, 400),
     (reg.SourceNotFound, 400),
@@ -148,7 +156,9 @@ def from_exception(exc: BaseException) -> HotswapError:
         return exc
     if isinstance(exc, reg.AdapterError):
         status = registry_status(exc)
-        if status >= 500:
+        if status == 502:
+            log.warning("upstream failure: %s", exc)  # the hub's fault: no traceback
+        elif status >= 500:
             log.error("registry error", exc_info=exc)
         return RegistryError(exc, status)
     if isinstance(exc, EngineRequestError):

@@ -197,6 +197,10 @@ class ModelCard(BaseModel):
     rank: int | None = None
     #: Bytes on disk: the adapter's files, or for the base model its weights (if known).
     size_bytes: int | None = None
+    #: Adapters: where the engine holds the weights now. "gpu": in a slot a batch can
+    #: use (host memory on the CPU build); "cpu": in the engine's host cache; "disk":
+    #: not loaded. None for the base model, or if the engine could not tell.
+    residency: Literal["gpu", "cpu", "disk"] | None = None
 
 
 class ModelList(BaseModel):

@@ -8,6 +8,8 @@ so a name another replica uploaded or re-tagged is seen on the next read.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -18,14 +20,39 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from ..adapters import hub_cache
 from ..adapters.admission import AdmissionLimits, BaseModelSpec
+from ..adapters.errors import AdapterNotFound, TooLarge, VersionNotFound
+from ..adapters.hub_cache import HubCache
 from ..adapters.manifest import Manifest
 from ..adapters.names import parse_ref, validate_name, validate_tag
+from ..adapters.sources import hub
+from ..adapters.sources.hub import HubPolicy, HubRef, ProgressFn
 from ..adapters.sources.upload import extract_archive
 from ..adapters.store import AdapterEntry, Store
 from .errors import AdmissionUnavailable, InvalidRequest, PathNotAllowed
 
 log = logging.getLogger(__name__)
+
+#: Every adapter with the manifest of each of its tags (``Registry.list_versions``).
+VersionedEntries = list[tuple[AdapterEntry, dict[str, Manifest]]]
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """Pulling adapters from a Hugging Face Hub endpoint."""
+
+    #: ``owner/name``, ``owner`` or ``*``; empty: every pull is refused.
+    allow: tuple[str, ...] = ()
+    #: Pull an allowed repo when a request names it as ``model`` and the store lacks it.
+    autoload: bool = False
+    #: Disk budget of hub-pulled refs (LRU); None: never evict.
+    cache_bytes: int | None = None
+    #: None: huggingface_hub's own lookups (``HF_TOKEN``, ``HF_ENDPOINT``).
+    token: str | None = None
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,19 @@ class RegistryOptions:
     import_roots: tuple[Path, ...] = ()
     #: Bytes of one full copy of the base model's weights (for the storage comparison).
     base_model_bytes: int | None = None
+    hub: HubOptions = field(default_factory=HubOptions)
+
+
+class _Flight:
+    """One pull in progress; later identical pulls join it instead of downloading again."""
+
+    def __init__(self) -> None:
+        self.listeners: list[ProgressFn] = []
+        self.task: asyncio.Task[Manifest] | None = None
+
+    def report(self, done: int, total: int) -> None:
+        for listener in list(self.listeners):
+            listener(done, total)
 
 
 class Registry:
@@ -50,6 +90,9 @@ class Registry:
         self._store = store
         self._options = options
         self._spec = spec
+        self._hub_policy = HubPolicy(options.hub.allow)
+        self._hub_cache = HubCache(store.root)
+        self._pulls: dict[tuple[str, str, str], _Flight] = {}
 
     @classmethod
     async def open(cls, options: RegistryOptions) -> Registry:
@@ -71,13 +114,42 @@ class Registry:
         return self._options.limits
 
     @property
+    def base_spec(self) -> BaseModelSpec | None:
+        """The served model's facts admission checks against (None: admission is off)."""
+        return self._spec
+
+    @property
     def base_model_bytes(self) -> int | None:
         return self._options.base_model_bytes
 
     # --- reading -------------------------------------------------------------------------
 
     async def resolve(self, ref: str) -> Manifest:
-        return await anyio.to_thread.run_sync(self._store.resolve, ref)
+        """``name[:tag]``; or a hub repo ``owner/name[@revision]``, looked up under the name
+        a pull of it stores by default, and pulled first if ``--hub-autoload`` allows."""
+        if hub.is_repo_id(ref):
+            return await self._resolve_hub(ref)
+
+        def work() -> Manifest:
+            manifest = self._store.resolve(ref)
+            if manifest.source.startswith("hub:"):
+                parsed = parse_ref(ref)
+                self._hub_cache.touch(parsed.name, parsed.effective_tag)  # LRU recency
+            return manifest
+
+        return await anyio.to_thread.run_sync(work)
+
+    async def _resolve_hub(self, model: str) -> Manifest:
+        href = HubRef.parse(model)
+        name = href.default_name
+        # A revision in the model id is its tag: 'owner/name@v2' serves owner--name:v2.
+        tag = validate_tag(href.revision) if "@" in model else "latest"
+        try:
+            return await self.resolve(f"{name}:{tag}")
+        except AdapterNotFound:
+            if not (self._options.hub.autoload and self._hub_policy.permits(href.repo_id)):
+                raise
+        return await self.pull(href, name=name, tag=tag)
 
     async def version(self, digest: str) -> Manifest:
         return await anyio.to_thread.run_sync(self._store.version, digest)
@@ -88,6 +160,30 @@ class Registry:
 
     async def list(self) -> list[AdapterEntry]:
         return await anyio.to_thread.run_sync(self._store.list)
+
+    async def entry(self, name: str) -> AdapterEntry | None:
+        """One name's tags and latest version; reads only that name's refs."""
+        return await anyio.to_thread.run_sync(self._store.entry, name)
+
+    async def list_versions(self) -> VersionedEntries:
+        """Every adapter with the manifest of each of its tags, read in one worker thread
+        (one thread hop per listing, not one per tag). A version deleted between listing
+        and reading is left out."""
+
+        def work() -> VersionedEntries:
+            out: VersionedEntries = []
+            for entry in self._store.list():
+                versions: dict[str, Manifest] = {}
+                for tag, digest in entry.tags.items():
+                    if tag == "latest" and entry.latest is not None:
+                        versions[tag] = entry.latest  # read by list() already
+                        continue
+                    with contextlib.suppress(VersionNotFound):
+                        versions[tag] = self._store.version(digest)
+                out.append((entry, versions))
+            return out
+
+        return await anyio.to_thread.run_sync(work)
 
     async def referenced(self) -> set[str]:
         """Digests some ``name:tag`` still points at."""
@@ -103,8 +199,10 @@ class Registry:
         resolved = path.resolve()
 
         def work() -> Manifest:
-            return self._store.add(resolved, name=name, tag=tag, source=f"path:{resolved}",
-                                   spec=spec, limits=self.limits)
+            manifest = self._store.add(resolved, name=name, tag=tag, source=f"path:{resolved}",
+                                       spec=spec, limits=self.limits)
+            self._hub_cache.forget(f"{name}:{tag}")  # now an import: never evicted
+            return manifest
 
         return await anyio.to_thread.run_sync(work)
 
@@ -119,14 +217,88 @@ class Registry:
         def work() -> Manifest:
             with self._store.staging() as staged:
                 extract_archive(reader, staged, self.limits)
-                return self._store.add(staged, name=name, tag=tag, source="upload",
-                                       spec=spec, limits=self.limits)
+                # A tar ends at its end marker, before the body may: store nothing until
+                # the whole body has arrived (a client cut off after the marker is still
+                # an upload that failed), and refuse bytes past the cap.
+                reader.drain(self.limits.max_total_bytes)
+                manifest = self._store.add(staged, name=name, tag=tag, source="upload",
+                                           spec=spec, limits=self.limits)
+            self._hub_cache.forget(f"{name}:{tag}")  # now an upload: never evicted
+            return manifest
 
         return await anyio.to_thread.run_sync(work)
+
+    async def pull(self, href: HubRef, *, name: str | None = None, tag: str = "latest",
+                   on_progress: ProgressFn | None = None) -> Manifest:
+        """Download ``href`` from the hub, admit and store it as ``name:tag`` (default name:
+        ``owner--repo``). Single-flight: identical pulls running together share one
+        download. ``on_progress(done, total)`` is called from a worker thread."""
+        name = self.check_pull(href, name, tag)
+        spec = self._require_spec()
+        key = (name, tag, str(href))
+        flight = self._pulls.get(key)
+        if flight is None:
+            log.info("pulling %s from the hub as %s:%s", href, name, tag)
+            flight = self._pulls[key] = _Flight()
+            flight.task = asyncio.create_task(self._pull(href, name, tag, spec, flight))
+            flight.task.add_done_callback(lambda t: self._pull_done(key, t))
+        if on_progress is not None:
+            flight.listeners.append(on_progress)
+        assert flight.task is not None
+        # shield: a client that goes away must not cancel the download others wait for.
+        return await asyncio.shield(flight.task)
+
+    def check_pull(self, href: HubRef, name: str | None, tag: str) -> str:
+        """The checks a pull makes before any network traffic; returns the name to use."""
+        name = validate_name(name or href.default_name)
+        validate_tag(tag)
+        self._hub_policy.check(href)
+        self._require_spec()
+        return name
+
+    def _pull_done(self, key: tuple[str, str, str], task: asyncio.Task[Manifest]) -> None:
+        self._pulls.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
+
+    async def _pull(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
+                    flight: _Flight) -> Manifest:
+        opts = self._options.hub
+
+        def work() -> Manifest:
+            with self._store.staging() as staged:
+                commit = hub.download(href, staged, self.limits, token=opts.token,
+                                      endpoint=opts.endpoint, on_progress=flight.report)
+                manifest = self._store.add(staged, name=name, tag=tag,
+                                           source=f"hub:{href.repo_id}@{commit}", spec=spec,
+                                           limits=self.limits)
+            self._hub_cache.record(name, tag, manifest.digest)
+            self._enforce_hub_budget(keep={manifest.digest})
+            return manifest
+
+        return await anyio.to_thread.run_sync(work)
+
+    def _enforce_hub_budget(self, keep: set[str]) -> None:
+        budget = self._options.hub.cache_bytes
+        if budget is None:
+            return
+        refs = {e.name: dict(e.tags) for e in self._store.list()}
+        cached = self._hub_cache.entries(refs)
+        sizes = {d: self._store.version(d).size_bytes for d in {c.digest for c in cached}}
+        dropped = hub_cache.victims(cached, sizes, budget, keep)
+        for ref in dropped:
+            with contextlib.suppress(AdapterNotFound):  # deleted meanwhile
+                self._store.delete(f"{ref.name}:{ref.tag}")
+            self._hub_cache.forget(f"{ref.name}:{ref.tag}")
+            log.info("hub cache over %d bytes: dropped %s:%s (%s), pulled again on demand",
+                     budget, ref.name, ref.tag, ref.digest[:12])
+        if dropped:
+            self._store.gc()
 
     async def tag(self, name: str, tag: str, digest: str) -> Manifest:
         def work() -> Manifest:
             self._store.tag(name, tag, digest)
+            self._hub_cache.forget(f"{name}:{tag}")  # re-pointed by hand: no longer a cache
             return self._store.resolve(f"{name}:{tag}")
 
         return await anyio.to_thread.run_sync(work)
@@ -136,13 +308,14 @@ class Registry:
         parsed = parse_ref(ref)
 
         def work() -> set[str]:
-            entry = next((e for e in self._store.list() if e.name == parsed.name), None)
+            entry = self._store.entry(parsed.name)
             tags = dict(entry.tags) if entry else {}
             if parsed.tag is not None:
                 digests = {tags[parsed.tag]} if parsed.tag in tags else set()
             else:
                 digests = set(tags.values())
             self._store.delete(ref)
+            self._hub_cache.forget(ref)
             return digests
 
         return await anyio.to_thread.run_sync(work)
@@ -194,6 +367,7 @@ class _BlockingReader:
         self._body = body
         self._buffer = bytearray()
         self._eof = False
+        self.received = 0  # bytes taken from the body so far
 
     def read(self, size: int = -1, /) -> bytes:
         while not self._eof and (size < 0 or len(self._buffer) < size):
@@ -201,12 +375,24 @@ class _BlockingReader:
             if chunk is None:
                 self._eof = True
             else:
+                self.received += len(chunk)
                 self._buffer += chunk
         if size < 0:
             size = len(self._buffer)
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data
+
+    def drain(self, limit: int) -> None:
+        """Read to the end of the body, discarding; TooLarge once the whole body (the
+        archive included) passes ``limit`` bytes."""
+        while not self._eof:
+            self._buffer.clear()
+            self.read(CHUNK)
+            if self.received > limit:
+                raise TooLarge(f"upload exceeds {limit} bytes")
+        if self.received > limit:
+            raise TooLarge(f"upload exceeds {limit} bytes")
 
     async def _next(self) -> bytes | None:
         try:

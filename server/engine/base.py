@@ -6,12 +6,18 @@ Nothing here imports vLLM. ``vllm.py`` implements this protocol on vLLM's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length", "abort"]
+
+#: Where an adapter's weights are. ``gpu``: in one of the ``max_loras`` slots a batch
+#: can use (device memory; host memory on the CPU build, same role); ``cpu``: in the
+#: engine's host-memory cache (``max_cpu_loras``), copied into a slot when next used;
+#: ``disk``: not loaded, read from its files when next used.
+Residency = Literal["gpu", "cpu", "disk"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,13 @@ class Engine(Protocol):
 
     async def remove_adapter(self, adapter: AdapterSpec) -> None:
         """Drop an adapter from engine memory (idempotent)."""
+        ...
+
+    async def adapter_residency(self) -> Mapping[int, Residency]:
+        """``engine_id -> "gpu" | "cpu"`` for every adapter the engine holds now; an id
+        absent is on ``disk``. The engine evicts by LRU on its own, so this is its word,
+        not a record of add/remove calls. Raises EngineError if the engine can not tell.
+        """
         ...
 
     async def check_health(self) -> None:

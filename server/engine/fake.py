@@ -9,7 +9,7 @@ logprobs exactly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from .base import (
     AdapterLoadError,
@@ -17,6 +17,7 @@ from .base import (
     ChoiceDelta,
     EngineError,
     GenerationStep,
+    Residency,
     SamplingSpec,
     TokenLogprob,
 )
@@ -139,6 +140,12 @@ class FakeEngine:
 
     async def remove_adapter(self, adapter: AdapterSpec) -> None:
         self.loaded.pop(adapter.engine_id, None)
+
+    async def adapter_residency(self) -> Mapping[int, Residency]:
+        """Every adapter added (or used) and not removed is in a slot; no LRU here."""
+        if not self.healthy:
+            raise EngineError("fake engine marked unhealthy")
+        return {engine_id: "gpu" for engine_id in self.loaded}
 
     async def check_health(self) -> None:
         if not self.healthy:

@@ -6,8 +6,9 @@ CPU, the LoRA op fix in ``cpu_lora.py``, loaded by vLLM as a plugin).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +30,19 @@ from .base import (
     EngineRequestError,
     FinishReason,
     GenerationStep,
+    Residency,
     SamplingSpec,
     TokenLogprob,
 )
+from .lora_residency import METHOD as RESIDENCY_METHOD
+from .lora_residency import LoraResidencyExtension
 
 log = logging.getLogger(__name__)
+
+#: How long adapter_residency() waits for the engine. The call itself takes well under
+#: a millisecond, but the engine answers between two steps, so it waits for the step in
+#: progress (~25 ms decoding on 2 CPU cores; longer for a big prefill chunk).
+RESIDENCY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,8 @@ class VllmEngine:
             # Per-engine stats feed the vllm:* Prometheus series on /metrics.
             disable_log_stats=False,
             enable_log_requests=False,
+            # Adds the worker method adapter_residency() calls (see lora_residency.py).
+            worker_extension_cls=_qualname(LoraResidencyExtension),
         )
         log.info("starting vLLM engine for %s (dtype=%s)", options.model, options.dtype)
         llm = AsyncLLM.from_engine_args(args)
@@ -176,6 +187,28 @@ class VllmEngine:
     async def remove_adapter(self, adapter: AdapterSpec) -> None:
         await self._llm.remove_lora(adapter.engine_id)
 
+    async def adapter_residency(self) -> Mapping[int, Residency]:
+        # No cache: the answer comes from the engine loop between steps, ~0.4 ms when
+        # idle, so every caller gets the slots as of the last step.
+        try:
+            per_worker = await asyncio.wait_for(
+                self._llm.collective_rpc(RESIDENCY_METHOD), RESIDENCY_TIMEOUT_S
+            )
+        except TimeoutError as exc:
+            raise EngineError(f"adapter residency: no answer in {RESIDENCY_TIMEOUT_S}s"
+                              ) from exc
+        except Exception as exc:
+            raise EngineError(f"adapter residency: {exc}") from exc
+        # Workers of one engine apply the same adapters in lockstep; the first speaks
+        # for all (vLLM's own list_loras asserts they agree).
+        found = per_worker[0] if per_worker else None
+        if found is None:
+            raise EngineError("adapter residency: the worker has no LoRA manager")
+        active, registered = found
+        residency: dict[int, Residency] = {int(i): "cpu" for i in registered}
+        residency.update({int(i): "gpu" for i in active})
+        return residency
+
     async def check_health(self) -> None:
         try:
             await self._llm.check_health()
@@ -203,6 +236,10 @@ def _memory_args(fraction: float) -> dict[str, Any]:
 
     total = get_memory_node_info(0).total_memory
     return {"kv_cache_memory_bytes": int(total * fraction)}
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _lora_request(adapter: AdapterSpec | None) -> LoRARequest | None:

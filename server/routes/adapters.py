@@ -7,26 +7,33 @@ Registry errors map to statuses in ``server/errors.py``, the one table.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from ...adapters.errors import AdapterNotFound, TooLarge
 from ...adapters.names import validate_name
+from ...adapters.sources.hub import HubRef
 from ..adapter_protocol import (
     AdapterInfo,
     AdapterList,
     AdapterVersion,
+    AdmissionPolicy,
     Deleted,
     LoadLoraAdapterRequest,
+    PullRequest,
     Residency,
     TaggedVersion,
     TagRequest,
     UnloadLoraAdapterRequest,
 )
 from ..catalog import Catalog
-from ..errors import AdapterExists
+from ..errors import AdapterExists, InvalidRequest, from_exception, to_body
 from ..protocol import ErrorResponse
 from ..state import CatalogDep
 
@@ -56,14 +63,15 @@ router = APIRouter(prefix="/v1", tags=["adapters"], responses=ERRORS)
 
 async def _info(catalog: Catalog, name: str) -> AdapterInfo:
     validate_name(name)
-    entry = next((e for e in await catalog.registry.list() if e.name == name), None)
+    entry = await catalog.registry.entry(name)
     if entry is None:
         raise AdapterNotFound(f"adapter {name} not found")
     latest = entry.latest
+    residency = (await catalog.residency()).of(latest.digest) if latest else None
     return AdapterInfo(
         name=name, tags=dict(entry.tags),
         latest=AdapterVersion.of(latest) if latest else None,
-        loaded=latest is not None and catalog.is_loaded(latest.digest),
+        residency=residency, loaded=residency in ("gpu", "cpu"),
     )
 
 
@@ -77,22 +85,87 @@ async def upload_adapter(request: Request, catalog: CatalogDep, name: NameQuery,
     if declared is not None and declared.isdigit() and int(declared) > cap:
         # Refuse before reading a byte; without the header the stream is capped instead.
         raise TooLarge(f"upload of {declared} bytes exceeds {cap} bytes")
-    manifest = await catalog.registry.upload(request.stream(), name, tag)
+    try:
+        manifest = await catalog.registry.upload(request.stream(), name, tag)
+    except ClientDisconnect:
+        raise InvalidRequest("upload incomplete: the client disconnected; nothing stored"
+                             ) from None
     return TaggedVersion(name=name, tag=tag, version=AdapterVersion.of(manifest))
+
+
+PULL_ERRORS: dict[int | str, dict[str, Any]] = {
+    201: {"content": {"application/x-ndjson": {}},
+          "description": "Stored. With stream=true: NDJSON progress lines, the last one "
+                         "'success' (with this body's fields) or 'error' (with 'error')"},
+    403: {"model": ErrorResponse, "description": "Repo not on --hub-allow, or the hub "
+                                                 "refused access (gated, private)"},
+    413: {"model": ErrorResponse, "description": "Adapter files over the size cap"},
+    422: {"model": ErrorResponse, "description": "Not an acceptable adapter (code says why)"},
+    502: {"model": ErrorResponse, "description": "Hub unreachable or download broke off"},
+}
+
+
+@router.post("/adapters/pull", response_model=TaggedVersion, status_code=201,
+             responses=PULL_ERRORS,
+             summary="Pull an adapter from a Hugging Face Hub repo; admit, store and tag it")
+async def pull_adapter(body: PullRequest, catalog: CatalogDep) -> Any:
+    href = HubRef.parse(body.repo, body.revision)
+    registry = catalog.registry
+    # Refusals that need no download answer with their own status, even when streaming.
+    name = registry.check_pull(href, body.name, body.tag)
+    if not body.stream:
+        manifest = await registry.pull(href, name=name, tag=body.tag)
+        return TaggedVersion(name=name, tag=body.tag, version=AdapterVersion.of(manifest))
+    return StreamingResponse(_pull_events(catalog, href, name, body.tag), status_code=201,
+                             media_type="application/x-ndjson")
+
+
+async def _pull_events(catalog: Catalog, href: HubRef, name: str, tag: str
+                       ) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+
+    def on_progress(done: int, total: int) -> None:  # from the download thread
+        loop.call_soon_threadsafe(progress.put_nowait, (done, total))
+
+    # A task of its own: a client that disconnects stops the stream, not the pull.
+    pull = asyncio.create_task(catalog.registry.pull(href, name=name, tag=tag,
+                                                     on_progress=on_progress))
+    yield _line({"status": "pulling", "repo": href.repo_id, "revision": href.revision})
+    while not pull.done():
+        update = asyncio.create_task(progress.get())
+        await asyncio.wait({pull, update}, return_when=asyncio.FIRST_COMPLETED)
+        if update.done():
+            done, total = update.result()
+            yield _line({"status": "downloading", "completed": done, "total": total})
+        else:
+            update.cancel()
+    try:
+        manifest = pull.result()
+    except Exception as exc:  # every failure becomes an error line
+        yield _line({"status": "error", **to_body(from_exception(exc))})
+        return
+    result = TaggedVersion(name=name, tag=tag, version=AdapterVersion.of(manifest))
+    yield _line({"status": "success", **result.model_dump(mode="json")})
+
+
+def _line(payload: dict[str, Any]) -> str:
+    return json.dumps(payload) + "\n"
 
 
 @router.get("/adapters", response_model=AdapterList, summary="Every stored adapter")
 async def list_adapters(catalog: CatalogDep) -> AdapterList:
-    entries = await catalog.registry.list()
-    data, sizes = [], {}
-    for e in entries:
-        for digest in e.tags.values():
-            if digest not in sizes:
-                sizes[digest] = (await catalog.registry.version(digest)).size_bytes
+    entries = await catalog.registry.list_versions()
+    residencies = await catalog.residency()
+    data: list[AdapterInfo] = []
+    sizes: dict[str, int] = {}  # digest -> bytes: each stored version counted once
+    for e, versions in entries:
+        sizes.update((m.digest, m.size_bytes) for m in versions.values())
+        residency = residencies.of(e.latest.digest) if e.latest else None
         data.append(AdapterInfo(
             name=e.name, tags=dict(e.tags),
             latest=AdapterVersion.of(e.latest) if e.latest else None,
-            loaded=e.latest is not None and catalog.is_loaded(e.latest.digest),
+            residency=residency, loaded=residency in ("gpu", "cpu"),
         ))
     return AdapterList(data=data, base_model=catalog.base_name,
                        base_model_bytes=catalog.registry.base_model_bytes,
@@ -133,6 +206,18 @@ async def unload_adapter(ref: str, catalog: CatalogDep) -> Residency:
     manifest = await catalog.registry.resolve(ref)
     await catalog.unload(catalog.spec_for(manifest))
     return Residency(name=ref, digest=manifest.digest, loaded=False)
+
+
+@router.get("/admission", response_model=AdmissionPolicy,
+            summary="The checks adapters must pass here (for checking locally first)")
+async def admission_policy(catalog: CatalogDep) -> AdmissionPolicy:
+    limits = catalog.registry.limits
+    return AdmissionPolicy(
+        base_model=catalog.registry.base_spec,
+        max_lora_rank=limits.max_lora_rank, max_total_bytes=limits.max_total_bytes,
+        max_files=limits.max_files, max_virtual_tokens=limits.max_virtual_tokens,
+        peft_types=sorted(limits.peft_types),
+    )
 
 
 # --- vLLM compatibility ------------------------------------------------------------------

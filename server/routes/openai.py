@@ -61,15 +61,17 @@ async def list_models(engine: EngineDep, catalog: CatalogDep) -> ModelList:
         max_model_len=engine.max_model_len, kind="base",
         size_bytes=catalog.registry.base_model_bytes,
     )
+    entries = await catalog.entries()
+    residency = await catalog.residency()
     adapters = [
         ModelCard(
             id=e.model_id, created=int(e.manifest.created_at.timestamp()),
             root=str(e.spec.path), parent=catalog.base_name,
             max_model_len=engine.max_model_len, kind=e.spec.kind,
             digest=e.manifest.digest, peft_type=e.manifest.peft_type, rank=e.manifest.rank,
-            size_bytes=e.manifest.size_bytes,
+            size_bytes=e.manifest.size_bytes, residency=residency.of(e.manifest.digest),
         )
-        for e in await catalog.entries()
+        for e in entries
     ]
     return ModelList(data=[base, *adapters])
 

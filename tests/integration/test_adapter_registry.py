@@ -10,42 +10,33 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from support import clients
 from support.peft_ref import make_lora_adapter, peft_greedy
 from support.server import ServerInfo, running_server
-from transformers import AutoTokenizer
 
 pytestmark = pytest.mark.engine
 
 PROMPT = "The best thing about Paris is"
 MAX_TOKENS = 10
-ADAPTERCTL = Path(sys.executable).parent / "adapterctl"
 
 
 def adapterctl(server: ServerInfo, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ADAPTERCTL), "--url", server.url, *args],
-                          capture_output=True, text=True, timeout=120)
+    return clients.adapterctl(server.url, *args)
 
 
 def greedy_ids(url: str, model: str, ids: list[int]) -> list[int]:
-    oai = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-    resp = oai.completions.create(model=model, prompt=ids, max_tokens=MAX_TOKENS,
-                                  temperature=0, extra_body={"return_token_ids": True})
-    token_ids = resp.choices[0].token_ids  # type: ignore[attr-defined]
-    assert isinstance(token_ids, list)
-    return token_ids
+    return clients.greedy_ids(url, model, ids, MAX_TOKENS)
 
 
 @pytest.fixture(scope="module")
 def prompt_ids(base_model_dir: Path) -> list[int]:
-    ids: list[int] = AutoTokenizer.from_pretrained(base_model_dir)(PROMPT)["input_ids"]
-    return ids
+    return clients.tokenize(base_model_dir, PROMPT)
 
 
 @pytest.fixture(scope="module")

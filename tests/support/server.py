@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,13 @@ class ServerInfo:
     #: The server's --store and (first) --import-root, when the test gave them.
     store: Path | None = None
     import_root: Path | None = None
+    #: The ``hotswap serve`` process (tests that kill the server need it).
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
 
 def free_port() -> int:
@@ -64,7 +71,7 @@ def running_server(args: list[str], log_path: Path, base_name: str,
                 pass
             time.sleep(1)
         yield ServerInfo(url=url, base_name=base_name, adapters=adapters, log_path=log_path,
-                         store=store, import_root=import_root)
+                         store=store, import_root=import_root, process=proc)
     finally:
         proc.terminate()
         try:

@@ -53,6 +53,7 @@ async def test_adapterctl_commands(url: str, tmp_path: Path) -> None:
     src = make_adapter_dir(tmp_path, "sql-writer")
     up = await run(url, "upload", str(src))
     assert up.exit_code == 0, up.output
+    assert "local check passed: LORA, rank 4" in up.stderr
     assert "stored sql-writer:latest -> " in up.stdout
     digest = up.stdout.split("-> ")[1].split()[0]
 
@@ -81,17 +82,41 @@ async def test_adapterctl_commands(url: str, tmp_path: Path) -> None:
 
 async def test_adapterctl_errors_are_one_line(url: str, tmp_path: Path) -> None:
     bad = make_adapter_dir(tmp_path, "too-big-rank", rank=16)
+    # Checked here first, against the server's published base model and limits ...
     refused = await run(url, "upload", str(bad), "--name", "bad")
     assert refused.exit_code == 1
     assert refused.stdout == ""
     lines = refused.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: bad refused: LoRA rank 16")
+    assert len(lines) == 1
+    assert lines[0].startswith("error: bad refused by the local check: LoRA rank 16")
+    assert lines[0].endswith("(rank_too_high)")
+    # ... and by the server all the same when the local check is skipped.
+    unchecked = await run(url, "upload", str(bad), "--name", "bad", "--no-check")
+    assert unchecked.exit_code == 1
+    lines = unchecked.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: bad refused by the server: LoRA rank 16")
 
     nothing = await run(url, "upload", str(tmp_path / "nope"))
     assert nothing.exit_code == 1 and "nope" in nothing.stderr
     down = await asyncio.to_thread(CliRunner().invoke, cli,
                                    ["--url", "http://127.0.0.1:9", "list"])
     assert down.exit_code == 1 and down.stderr.startswith("error: cannot reach")
+
+
+async def test_adapterctl_list_has_residency(url: str, tmp_path: Path) -> None:
+    for name, seed in (("on-gpu", 1), ("on-disk", 2)):
+        up = await run(url, "upload", str(make_adapter_dir(tmp_path, name, seed=seed)))
+        assert up.exit_code == 0, up.output
+    assert (await run(url, "load", "on-gpu")).exit_code == 0
+    # Wide enough that rich does not squeeze the table's columns.
+    table = (await asyncio.to_thread(CliRunner().invoke, cli, ["--url", url, "list"],
+                                     env={"COLUMNS": "200"})).stdout
+    assert "residency" in table
+    rows = {line.split()[1]: line for line in table.splitlines()
+            if line.split()[1:2] in (["on-gpu"], ["on-disk"])}
+    assert rows["on-gpu"].rstrip(" │").endswith("gpu")
+    assert rows["on-disk"].rstrip(" │").endswith("disk")
 
 
 def test_archive_follows_file_symlinks(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from hotswap.server.app import create_app
 from hotswap.server.config import Settings
 from hotswap.server.engine.fake import FakeEngine
 from hotswap.server.errors import from_exception
-from support.fakes import make_adapter_dir, registry_options, tar_gz
+from support.fakes import LIMITS, TINY_LLAMA_CONFIG, make_adapter_dir, registry_options, tar_gz
 from support.http import assert_openai_error, wait_ready
 
 
@@ -350,10 +350,21 @@ async def test_openapi_documents_admin_api(client: httpx.AsyncClient) -> None:
     assert "application/octet-stream" in paths["/v1/adapters"]["post"]["requestBody"]["content"]
     for path in ("/v1/adapters/{name}", "/v1/adapters/{ref}", "/v1/adapters/{name}/tags/{tag}",
                  "/v1/adapters/{ref}/load", "/v1/adapters/{ref}/unload",
-                 "/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+                 "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/v1/adapters/pull",
+                 "/v1/admission"):
         assert path in paths, path
     schema = paths["/v1/adapters"]["get"]["responses"]["200"]["content"]["application/json"]
     assert schema["schema"]["$ref"].endswith("/AdapterList")
+    pull = paths["/v1/adapters/pull"]["post"]
+    assert {"201", "403", "422", "502"} <= set(pull["responses"])
+    assert "application/x-ndjson" in pull["responses"]["201"]["content"]
+
+
+async def test_admission_policy_is_published(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/v1/admission")).json()
+    assert body["base_model"]["hidden_size"] == TINY_LLAMA_CONFIG["hidden_size"]
+    assert body["base_model"]["num_layers"] == TINY_LLAMA_CONFIG["num_hidden_layers"]
+    assert body["max_lora_rank"] == LIMITS.max_lora_rank and body["peft_types"] == ["LORA"]
 
 
 async def test_unknown_base_config_makes_registry_read_only(tmp_path: Path) -> None:
@@ -390,3 +401,27 @@ async def test_same_content_under_two_names_shares_one_version(
     assert (await client.delete("/v1/adapters/twin-b")).status_code == 200
     assert not ids & set(fake_engine.loaded)
     assert first not in stored_versions(tmp_path)
+
+
+async def test_upload_cut_off_after_the_archive_stores_nothing(tmp_path: Path) -> None:
+    from hotswap.server.registry import Registry
+    from starlette.requests import ClientDisconnect
+
+    registry = await Registry.open(registry_options(tmp_path))
+    archive = tar_gz(make_adapter_dir(tmp_path / "src", "cut", seed=4))
+
+    async def cut_off() -> AsyncIterator[bytes]:
+        yield archive  # complete, end marker included ...
+        raise ClientDisconnect  # ... but the body never finished
+
+    with pytest.raises(ClientDisconnect):
+        await registry.upload(cut_off(), "cut", "latest")
+    assert await registry.list() == []
+
+    async def runs_on() -> AsyncIterator[bytes]:
+        yield archive
+        yield b"x" * (LIMITS.max_total_bytes + 1)
+
+    with pytest.raises(reg.TooLarge):  # the body, not just the archive, is capped
+        await registry.upload(runs_on(), "cut", "latest")
+    assert await registry.list() == []

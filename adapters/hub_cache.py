@@ -1,0 +1,124 @@
+"""Hub pulls as a disk cache with a byte budget, evicted least recently used first.
+
+An uploaded or imported adapter is the only copy there is, so it is never evicted. A hub
+pull can be fetched again, so the refs that pulls created are a cache: past the budget
+(``--adapter-cache-bytes``), the least recently used go, and the store's ``gc`` removes
+versions no ref points to any more (a version some upload also points at stays).
+
+Bookkeeping lives beside the store's own layout, in the same folder, so replicas sharing
+the store share the cache::
+
+    hub/<name>@<tag>    one line: the digest the pull pointed name:tag at
+                        (mtime = last use; touched on resolve, at most every TOUCH_EVERY_S)
+
+A record whose ref has since been re-pointed (an upload over the name, a re-tag) is stale
+and ignored: only a ref that still points where the pull left it is hub-owned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .manifest import is_digest
+from .names import parse_ref
+
+logger = logging.getLogger(__name__)
+
+#: Touching on every request would be a metadata write per token stream; LRU needs less.
+TOUCH_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class CachedRef:
+    name: str
+    tag: str
+    digest: str
+    last_used: float
+
+
+class HubCache:
+    """Which ``name:tag`` refs came from hub pulls, and when each was last used."""
+
+    def __init__(self, store_root: Path) -> None:
+        self._dir = store_root / "hub"
+        self._tmp = store_root / "tmp"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._touched: dict[str, float] = {}  # record file -> monotonic time of last touch
+
+    def record(self, name: str, tag: str, digest: str) -> None:
+        """Note that a pull pointed ``name:tag`` at ``digest`` (atomic replace)."""
+        tmp = self._tmp / f"hub-{uuid.uuid4().hex}"
+        tmp.write_text(f"{digest}\n")
+        os.replace(tmp, self._path(name, tag))
+
+    def touch(self, name: str, tag: str) -> None:
+        """Mark ``name:tag`` used now, if a pull created it."""
+        path = self._path(name, tag)
+        key = str(path)
+        now = time.monotonic()
+        if now - self._touched.get(key, -TOUCH_EVERY_S) < TOUCH_EVERY_S:
+            return
+        self._touched[key] = now
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(path)
+
+    def entries(self, refs: Mapping[str, Mapping[str, str]]) -> list[CachedRef]:
+        """Hub-owned refs that still point where their pull left them, oldest use first.
+        ``refs``: the store's ``name -> tag -> digest``."""
+        out = []
+        for path in self._dir.iterdir():
+            name, sep, tag = path.name.partition("@")
+            if not sep:
+                continue
+            try:
+                digest = path.read_text().strip()
+                used = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if not is_digest(digest) or refs.get(name, {}).get(tag) != digest:
+                continue  # stale: re-pointed or deleted since the pull
+            out.append(CachedRef(name, tag, digest, used))
+        return sorted(out, key=lambda r: r.last_used)
+
+    def forget(self, ref: str) -> None:
+        """Drop the records of ``name`` (all tags) or ``name:tag``."""
+        parsed = parse_ref(ref)
+        for path in list(self._dir.glob(f"{parsed.name}@*")):
+            if parsed.tag is None or path.name == f"{parsed.name}@{parsed.tag}":
+                path.unlink(missing_ok=True)
+
+    def _path(self, name: str, tag: str) -> Path:
+        return self._dir / f"{name}@{tag}"
+
+
+def victims(cached: list[CachedRef], sizes: Mapping[str, int], budget: int,
+            keep: set[str]) -> list[CachedRef]:
+    """Refs to drop, oldest use first, until the hub-owned versions fit ``budget`` bytes.
+    Digests in ``keep`` (just pulled) are never chosen; a version counts once however many
+    refs point at it, and frees its bytes only when its last hub ref goes."""
+    refs_of: dict[str, int] = {}
+    for ref in cached:
+        refs_of[ref.digest] = refs_of.get(ref.digest, 0) + 1
+    total = sum(sizes.get(d, 0) for d in refs_of)
+    chosen = []
+    for ref in cached:
+        if total <= budget:
+            break
+        if ref.digest in keep:
+            continue
+        chosen.append(ref)
+        refs_of[ref.digest] -= 1
+        if not refs_of[ref.digest]:
+            total -= sizes.get(ref.digest, 0)
+    if total > budget:
+        logger.warning("hub cache holds %d bytes, over its budget of %d, after evicting "
+                       "all it may", total, budget)
+    return chosen
+
