@@ -36,6 +36,7 @@ from .base import (
 )
 from .lora_residency import METHOD as RESIDENCY_METHOD
 from .lora_residency import LoraResidencyExtension
+from .parent_watch import mark_server_process
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class VllmEngine:
             worker_extension_cls=_qualname(LoraResidencyExtension),
         )
         log.info("starting vLLM engine for %s (dtype=%s)", options.model, options.dtype)
+        # The engine's processes watch this one and end with it (parent_watch.py).
+        mark_server_process()
         llm = AsyncLLM.from_engine_args(args)
         return cls(llm, options)
 

@@ -133,17 +133,17 @@ def store_lock(store: Path) -> Iterator[None]:
 def kill_9(server: ServerInfo) -> list[str]:
     """SIGKILL the server process alone (no shutdown handler runs); wait for it to die.
 
-    Returns "pid name" of its descendants that outlived it by 3 s. vLLM's engine core
-    does not watch the API server process: its EngineCore, Worker and multiprocessing
-    resource tracker stay alive as orphans (holding the weights and the KV cache). They
-    are killed here by pid, so the restart does not compete with them for memory.
+    Returns "pid name" of its descendants that outlived it by 15 s (killed here, so the
+    restart does not compete with them for memory). vLLM's engine core does not watch the
+    API server process; hotswap's parent_watch plugin makes the engine's processes end
+    with it, so there should be none.
     """
     assert server.process is not None
     children = psutil.Process(server.pid).children(recursive=True)
     os.kill(server.pid, signal.SIGKILL)
     assert server.process.wait(timeout=30) == -signal.SIGKILL
     names = {child.pid: child.name() for child in children}
-    _, alive = psutil.wait_procs(children, timeout=3)
+    _, alive = psutil.wait_procs(children, timeout=15)
     for child in alive:
         child.kill()
     psutil.wait_procs(alive, timeout=30)
@@ -291,7 +291,5 @@ def test_kill_9_during_uploads_then_restart(
     assert Store(store).verify() == []
     assert Store(store).resolve("good").digest == good_digest
 
-    # Not a store property, so reported, not asserted (see kill_9).
-    if survivors:
-        print(f"processes that outlived the SIGKILLed server (killed by the test): "
-              f"{survivors}")
+    # The engine's processes end with the server (parent_watch.py), holding no memory.
+    assert survivors == []
