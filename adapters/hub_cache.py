@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 #: Touching on every request would be a metadata write per token stream; LRU needs less.
 TOUCH_EVERY_S = 30.0
+#: A ref used (or pulled) this recently is never evicted, whatever the budget: a request
+#: may have just resolved it and not yet loaded its files (here or on another replica).
+#: Longer than TOUCH_EVERY_S, so a ref in steady use always counts as recent.
+RECENT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,12 @@ class HubCache:
 
 
 def victims(cached: list[CachedRef], sizes: Mapping[str, int], budget: int,
-            keep: set[str]) -> list[CachedRef]:
+            now: float) -> list[CachedRef]:
     """Refs to drop, oldest use first, until the hub-owned versions fit ``budget`` bytes.
-    Digests in ``keep`` (just pulled) are never chosen; a version counts once however many
-    refs point at it, and frees its bytes only when its last hub ref goes."""
+    Refs used within :data:`RECENT_S` of ``now`` are never chosen (the one just pulled
+    among them). A version counts once however many refs point at it and frees its bytes
+    only when its last hub ref goes; ``sizes`` gives 0 for versions that stay anyway
+    (an upload or a re-tag points at them too)."""
     refs_of: dict[str, int] = {}
     for ref in cached:
         refs_of[ref.digest] = refs_of.get(ref.digest, 0) + 1
@@ -111,7 +117,7 @@ def victims(cached: list[CachedRef], sizes: Mapping[str, int], budget: int,
     for ref in cached:
         if total <= budget:
             break
-        if ref.digest in keep:
+        if now - ref.last_used < RECENT_S:
             continue
         chosen.append(ref)
         refs_of[ref.digest] -= 1

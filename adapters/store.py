@@ -191,6 +191,24 @@ class Store:
             self._write_ref(name, tag, digest)
         logger.info("%s:%s -> %s", name, tag, digest)
 
+    def untag_if(self, name: str, tag: str, digest: str) -> bool:
+        """Remove ``name:tag`` only if it still points at ``digest``: compare and delete
+        under the lock, so a ref re-pointed meanwhile (an upload, another replica) stays.
+        The version stays until :meth:`gc`. Returns whether the tag was removed."""
+        with self._lock():
+            try:
+                if self._read_ref(name, tag) != digest:
+                    return False
+            except StoreCorrupt:
+                return False
+            name_dir = self._refs / name
+            (name_dir / tag).unlink()
+            _fsync(name_dir)
+            with contextlib.suppress(OSError):  # not empty: other tags remain
+                name_dir.rmdir()
+        logger.info("removed %s:%s (was %s)", name, tag, digest)
+        return True
+
     def delete(self, ref: str) -> None:
         """``name``: remove all its tags and the versions no other ref uses.
         ``name:tag``: remove that tag only (its version stays until :meth:`gc`)."""

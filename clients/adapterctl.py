@@ -96,11 +96,13 @@ def upload(
 ) -> None:
     """Upload an adapter; the server checks it against its base model and stores it."""
     name = name or default_name(path)
-    if check:
-        _check_locally(path, name)
+    cap = _check_locally(path, name) if check else None
     try:
         with open_archive(path) as archive:
             size = os.fstat(archive.fileno()).st_size
+            if cap is not None and size > cap:
+                raise _fail(f"{name} refused by the local check: the archive is {size} bytes, "
+                            f"over the server's cap of {cap} (adapter_too_large)")
             with _transfer_progress() as progress:
                 task = progress.add_task(f"uploading {name}", total=size)
                 with _client() as client:
@@ -113,7 +115,9 @@ def upload(
     _report_stored(result)
 
 
-def _check_locally(path: Path, name: str) -> None:
+def _check_locally(path: Path, name: str) -> int | None:
+    """Run the server's admission here; return its byte cap for the archive (None if the
+    server cannot check adapters now)."""
     # Imported here: admission pulls in torch, which plain list/show need not pay for.
     from ..adapters.errors import AdmissionError
     from . import local_check
@@ -122,7 +126,7 @@ def _check_locally(path: Path, name: str) -> None:
     if policy is None:
         err.print("[yellow]warning:[/yellow] the server cannot check adapters now "
                   "(base model config unknown); skipping the local check", highlight=False)
-        return
+        return None
     spec, limits = policy
     with err.status(f"checking {name} against {spec.model_id}"):
         try:
@@ -134,6 +138,7 @@ def _check_locally(path: Path, name: str) -> None:
             raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
     err.print(f"local check passed: {report.peft_type}, rank {report.rank}, "
               f"{len(report.files)} file(s)", highlight=False)
+    return int(limits.max_total_bytes)
 
 
 def _transfer_progress() -> Progress:

@@ -3,7 +3,8 @@
 The server publishes what it checks against (``GET /v1/admission``: the base model's
 shape facts and its limits); the checks themselves are the server's own code
 (``hotswap.adapters.admission``), so a local pass means the upload will pass too, unless
-the server's base model changes in between. A refusal is found in seconds, without
+the server's base model changes in between (adapterctl also checks the archive's size
+against the server's cap). A refusal is found in seconds, without
 sending a large file first.
 """
 

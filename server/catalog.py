@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..adapters.errors import AdapterNotFound, InvalidName
+from ..adapters.errors import AdapterNotFound, InvalidHubRepo, InvalidName
 from ..adapters.manifest import Manifest
 from .engine.base import AdapterSpec, Engine, EngineError, Residency
 from .errors import ModelNotFound
@@ -89,7 +89,8 @@ class Catalog:
             return None
         try:
             manifest = await self.registry.resolve(model)
-        except (AdapterNotFound, InvalidName):
+        except (AdapterNotFound, InvalidName, InvalidHubRepo):
+            # Not a name this server has or could fetch: OpenAI's answer is model_not_found.
             raise ModelNotFound(model) from None
         return self.spec_for(manifest)
 

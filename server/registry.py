@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import anyio.to_thread
 
 from ..adapters import hub_cache
 from ..adapters.admission import AdmissionLimits, BaseModelSpec
-from ..adapters.errors import AdapterNotFound, TooLarge, VersionNotFound
+from ..adapters.errors import AdapterNotFound, StoreCorrupt, TooLarge, VersionNotFound
 from ..adapters.hub_cache import HubCache
 from ..adapters.manifest import Manifest
 from ..adapters.names import parse_ref, validate_name, validate_tag
@@ -132,9 +133,10 @@ class Registry:
 
         def work() -> Manifest:
             manifest = self._store.resolve(ref)
-            if manifest.source.startswith("hub:"):
-                parsed = parse_ref(ref)
-                self._hub_cache.touch(parsed.name, parsed.effective_tag)  # LRU recency
+            # LRU recency for refs a pull created (a no-op for others, throttled). Not keyed
+            # on manifest.source: a pull of content already uploaded shares its manifest.
+            parsed = parse_ref(ref)
+            self._hub_cache.touch(parsed.name, parsed.effective_tag)
             return manifest
 
         return await anyio.to_thread.run_sync(work)
@@ -143,7 +145,7 @@ class Registry:
         href = HubRef.parse(model)
         name = href.default_name
         # A revision in the model id is its tag: 'owner/name@v2' serves owner--name:v2.
-        tag = validate_tag(href.revision) if "@" in model else "latest"
+        tag = href.tag if "@" in model else "latest"
         try:
             return await self.resolve(f"{name}:{tag}")
         except AdapterNotFound:
@@ -178,7 +180,8 @@ class Registry:
                     if tag == "latest" and entry.latest is not None:
                         versions[tag] = entry.latest  # read by list() already
                         continue
-                    with contextlib.suppress(VersionNotFound):
+                    # Deleted meanwhile, or unreadable (logged by the store): not listed.
+                    with contextlib.suppress(VersionNotFound, StoreCorrupt):
                         versions[tag] = self._store.version(digest)
                 out.append((entry, versions))
             return out
@@ -235,7 +238,8 @@ class Registry:
         download. ``on_progress(done, total)`` is called from a worker thread."""
         name = self.check_pull(href, name, tag)
         spec = self._require_spec()
-        key = (name, tag, str(href))
+        # Hub ids are case-insensitive: 'Org/A' and 'org/a' arriving together share a pull.
+        key = (name, tag, f"{href.repo_id.lower()}@{href.revision}")
         flight = self._pulls.get(key)
         if flight is None:
             log.info("pulling %s from the hub as %s:%s", href, name, tag)
@@ -245,8 +249,12 @@ class Registry:
         if on_progress is not None:
             flight.listeners.append(on_progress)
         assert flight.task is not None
-        # shield: a client that goes away must not cancel the download others wait for.
-        return await asyncio.shield(flight.task)
+        try:
+            # shield: a client that goes away must not cancel the download others wait for.
+            return await asyncio.shield(flight.task)
+        finally:
+            if on_progress is not None:
+                flight.listeners.remove(on_progress)
 
     def check_pull(self, href: HubRef, name: str | None, tag: str) -> str:
         """The checks a pull makes before any network traffic; returns the name to use."""
@@ -273,22 +281,28 @@ class Registry:
                                            source=f"hub:{href.repo_id}@{commit}", spec=spec,
                                            limits=self.limits)
             self._hub_cache.record(name, tag, manifest.digest)
-            self._enforce_hub_budget(keep={manifest.digest})
+            self._enforce_hub_budget()
             return manifest
 
         return await anyio.to_thread.run_sync(work)
 
-    def _enforce_hub_budget(self, keep: set[str]) -> None:
+    def _enforce_hub_budget(self) -> None:
         budget = self._options.hub.cache_bytes
         if budget is None:
             return
         refs = {e.name: dict(e.tags) for e in self._store.list()}
         cached = self._hub_cache.entries(refs)
-        sizes = {d: self._store.version(d).size_bytes for d in {c.digest for c in cached}}
-        dropped = hub_cache.victims(cached, sizes, budget, keep)
+        hub_owned = {(c.name, c.tag) for c in cached}
+        # Versions some other ref (an upload, a hand-made tag) points at stay on disk
+        # whatever happens to the hub refs: evicting for their bytes would free nothing.
+        kept = {d for name, tags in refs.items() for tag, d in tags.items()
+                if (name, tag) not in hub_owned}
+        sizes = {d: 0 if d in kept else self._store.version(d).size_bytes
+                 for d in {c.digest for c in cached}}
+        dropped = [ref for ref in hub_cache.victims(cached, sizes, budget, time.time())
+                   # Only if still where the pull left it (an upload may have re-pointed it).
+                   if self._store.untag_if(ref.name, ref.tag, ref.digest)]
         for ref in dropped:
-            with contextlib.suppress(AdapterNotFound):  # deleted meanwhile
-                self._store.delete(f"{ref.name}:{ref.tag}")
             self._hub_cache.forget(f"{ref.name}:{ref.tag}")
             log.info("hub cache over %d bytes: dropped %s:%s (%s), pulled again on demand",
                      budget, ref.name, ref.tag, ref.digest[:12])

@@ -17,6 +17,8 @@ default): a pull is code-free but still puts third-party weights in front of use
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import logging
 import re
 import shutil
@@ -30,13 +32,20 @@ from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 from huggingface_hub.utils.tqdm import disable_progress_bars
 
-from ..admission import PICKLE_SUFFIXES, AdmissionLimits
+from ..admission import (
+    CONFIG_FILE,
+    PICKLE_SUFFIXES,
+    WEIGHTS_FILE,
+    AdmissionLimits,
+)
 from ..errors import (
     HubAccessDenied,
     HubRepoNotAllowed,
@@ -56,9 +65,11 @@ logger = logging.getLogger(__name__)
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 #: Branch, tag or commit; slashes allowed (``refs/pr/1``), but no ``..`` (checked apart).
 REVISION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
-CONFIG_FILE = "adapter_config.json"
 #: Seconds between progress reports while files download.
 PROGRESS_INTERVAL_S = 0.25
+
+#: Errors of the local disk while downloading (full, read-only, no permission).
+_LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 #: ``on_progress(done_bytes, total_bytes)``, called from a helper thread.
 ProgressFn = Callable[[int, int], None]
@@ -78,6 +89,11 @@ class HubRef:
         rev = revision or at_rev or "main"
         if not REPO_ID_PATTERN.fullmatch(repo_id) or ".." in repo_id:
             raise InvalidHubRepo(f"{text!r} is not a Hugging Face repo id (owner/name)")
+        try:
+            validate_repo_id(repo_id)  # the hub's finer rules ('--', trailing '-' or '.git')
+        except HFValidationError as exc:
+            raise InvalidHubRepo(f"{text!r} is not a valid Hugging Face repo id: "
+                                 f"{_first_line(exc)}") from None
         if not REVISION_PATTERN.fullmatch(rev) or ".." in rev:
             raise InvalidHubRepo(f"{rev!r} is not a valid revision (branch, tag or commit)")
         return cls(repo_id, rev)
@@ -93,6 +109,15 @@ class HubRef:
                 "pass a name for it"
             )
         return name
+
+    @property
+    def tag(self) -> str:
+        """The store tag for this revision: lower-cased, ``/`` as ``-`` (``refs/pr/1`` ->
+        ``refs-pr-1``), so any hub revision can name a tag."""
+        tag = re.sub(r"[^a-z0-9._-]", "-", self.revision.lower())[:64]
+        if not NAME_PATTERN.fullmatch(tag):
+            raise InvalidHubRepo(f"revision {self.revision!r} can not name a tag")
+        return tag
 
     def __str__(self) -> str:
         return f"{self.repo_id}@{self.revision}"
@@ -157,7 +182,9 @@ def download(ref: HubRef, dest: Path, limits: AdmissionLimits, *, token: str | N
     try:
         with _hub_errors(ref):
             snapshot_download(
-                ref.repo_id, revision=commit, allow_patterns=[f.path for f in wanted],
+                ref.repo_id, revision=commit,
+                # Patterns are fnmatch globs: escaped, each matches its one file.
+                allow_patterns=[glob.escape(f.path) for f in wanted],
                 local_dir=dest, cache_dir=meta / "hub", token=token, endpoint=endpoint,
                 max_workers=2,
             )
@@ -173,24 +200,22 @@ def download(ref: HubRef, dest: Path, limits: AdmissionLimits, *, token: str | N
 
 
 def _select(ref: HubRef, tree: list[RepoFile], limits: AdmissionLimits) -> list[RepoFile]:
-    root = [f for f in tree if "/" not in f.path]
-    if not any(f.path == CONFIG_FILE for f in root):
+    """The adapter's config and weights, by exact name at the repo root: nothing else is
+    fetched (cards, merged models, checkpoints, tokenizers stay on the hub; the manifest's
+    source names the repo and commit)."""
+    root = {f.path: f for f in tree if "/" not in f.path}
+    if CONFIG_FILE not in root:
         raise InvalidAdapterConfig(f"hub repo {ref} has no {CONFIG_FILE} at its root: "
                                    "not a PEFT adapter repo")
-    weights = [f for f in root if f.path.endswith(".safetensors")]
-    if not weights:
-        pickles = [f.path for f in root if PurePosixPath(f.path).suffix.lower()
-                   in PICKLE_SUFFIXES]
+    if WEIGHTS_FILE not in root:
+        pickles = sorted(p for p in root if PurePosixPath(p).suffix.lower() in PICKLE_SUFFIXES)
         if pickles:
             raise PickleRefused(
                 f"hub repo {ref} has only pickle weights ({', '.join(pickles)}); they are "
-                "never downloaded or unpickled. Convert them to adapter_model.safetensors"
+                f"never downloaded or unpickled. Convert them to {WEIGHTS_FILE}"
             )
-        raise MissingWeights(f"hub repo {ref} has no .safetensors weights at its root")
-    wanted = [f for f in root if f.path == CONFIG_FILE] + weights
-    if len(wanted) > limits.max_files:
-        raise TooLarge(f"hub repo {ref} has {len(wanted)} adapter files, "
-                       f"over the cap of {limits.max_files}")
+        raise MissingWeights(f"hub repo {ref} has no {WEIGHTS_FILE} at its root")
+    wanted = [root[CONFIG_FILE], root[WEIGHTS_FILE]]
     total = sum(f.size for f in wanted)
     if total > limits.max_total_bytes:
         raise TooLarge(f"hub repo {ref}: adapter files total {total} bytes, "
@@ -248,6 +273,8 @@ def _hub_errors(ref: HubRef) -> Iterator[None]:
                                   f"(HTTP {status}); check HF_TOKEN") from exc
         raise HubUnavailable(f"hub error for {ref} (HTTP {status})") from exc
     except (httpx2.HTTPError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+            raise  # this server's disk, not the hub: a server error, logged as such
         raise HubUnavailable(f"pulling {ref} failed: {type(exc).__name__}: "
                              f"{_first_line(exc)}") from exc
 

@@ -23,20 +23,38 @@ logger = logging.getLogger(__name__)
 ENV = "HOTSWAP_SERVER_PID"
 POLL_S = 1.0
 _started = False
+_fork_hook = False
 
 
 def mark_server_process() -> None:
-    """Called by the server before it starts the engine: children inherit the pid."""
+    """Called by the server before it starts the engine. Spawned children inherit the pid
+    and run :func:`register` as a vLLM plugin; forked children (vLLM's default start method
+    off CPU) do not run plugins again, so the fork hook starts their watch instead."""
     os.environ[ENV] = str(os.getpid())
+    global _fork_hook
+    if not _fork_hook:
+        _fork_hook = True
+        os.register_at_fork(after_in_child=_after_fork)
 
 
 def register() -> None:
     """vLLM general-plugin entry point; a no-op outside processes hotswap started."""
-    global _started
     raw = os.environ.get(ENV, "")
     if _started or not raw.isdigit() or int(raw) == os.getpid():
         return  # not under hotswap, already watching, or the server itself
-    pid = int(raw)
+    _start(int(raw))
+
+
+def _after_fork() -> None:
+    global _started
+    _started = False  # the parent's watch thread (if any) did not survive the fork
+    raw = os.environ.get(ENV, "")
+    if raw.isdigit() and int(raw) != os.getpid():
+        _start(int(raw))
+
+
+def _start(pid: int) -> None:
+    global _started
     try:
         born = psutil.Process(pid).create_time()
     except psutil.NoSuchProcess:

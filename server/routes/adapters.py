@@ -131,14 +131,18 @@ async def _pull_events(catalog: Catalog, href: HubRef, name: str, tag: str
     # A task of its own: a client that disconnects stops the stream, not the pull.
     pull = asyncio.create_task(catalog.registry.pull(href, name=name, tag=tag,
                                                      on_progress=on_progress))
+    pull.add_done_callback(_retrieve)  # a failure nobody streams any more is not "lost"
     yield _line({"status": "pulling", "repo": href.repo_id, "revision": href.revision})
-    while not pull.done():
-        update = asyncio.create_task(progress.get())
-        await asyncio.wait({pull, update}, return_when=asyncio.FIRST_COMPLETED)
-        if update.done():
-            done, total = update.result()
-            yield _line({"status": "downloading", "completed": done, "total": total})
-        else:
+    update: asyncio.Task[tuple[int, int]] | None = None
+    try:
+        while not pull.done():
+            update = asyncio.create_task(progress.get())
+            await asyncio.wait({pull, update}, return_when=asyncio.FIRST_COMPLETED)
+            if update.done():
+                done, total = update.result()
+                yield _line({"status": "downloading", "completed": done, "total": total})
+    finally:
+        if update is not None:
             update.cancel()
     try:
         manifest = pull.result()
@@ -147,6 +151,11 @@ async def _pull_events(catalog: Catalog, href: HubRef, name: str, tag: str
         return
     result = TaggedVersion(name=name, tag=tag, version=AdapterVersion.of(manifest))
     yield _line({"status": "success", **result.model_dump(mode="json")})
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _line(payload: dict[str, Any]) -> str:

@@ -87,8 +87,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- answers ---------------------------------------------------------------------
 
+    def _canonical(self, repo_id: str) -> str:
+        # The hub matches repo ids case-insensitively.
+        return next((k for k in self.hub.repos if k.lower() == repo_id.lower()), repo_id)
+
     def _lookup(self, repo_id: str, rev: str) -> FakeRepo | None:
-        repo = self.hub.repos.get(repo_id)
+        repo = self.hub.repos.get(self._canonical(repo_id))
         if repo is None:
             self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
             return None
@@ -143,10 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        self.hub.downloads[repo_id] += 1
+        self.hub.downloads[self._canonical(repo_id)] += 1
         if self.hub.delay_s:
             threading.Event().wait(self.hub.delay_s)
-        if (repo_id, path) in self.hub.truncate:
+        if (self._canonical(repo_id), path) in self.hub.truncate:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +33,10 @@ NAME = "org--tiny-lora"
 def hub(tmp_path: Path) -> Iterator[FakeHub]:
     fake = FakeHub()
     fake.add(REPO, make_adapter_dir(tmp_path / "hub-src", "a", seed=11),
-             **{"README.md": b"# card", "training_args.bin": b"not for us"})
+             **{"README.md": b"# card", "training_args.bin": b"not for us",
+                # A merged model beside the adapter, over the 1 MiB cap: never fetched.
+                "model.safetensors": b"\0" * (2 << 20),
+                "adapter_model[ema].safetensors": b"glob characters in a name"})
     fake.add("org/other", make_adapter_dir(tmp_path / "hub-src", "b", seed=12))
     fake.add("org/pickled", make_adapter_dir(tmp_path / "hub-src", "c", seed=13))
     pickled = fake.repos["org/pickled"].files
@@ -64,6 +68,14 @@ async def server(tmp_path: Path, hub_options: HubOptions) -> AsyncIterator[Serve
     async with LifespanManager(app), srv.client:
         await wait_ready(srv.client)
         yield srv
+
+
+def age(store: Path, name: str, seconds: float = 600, tag: str = "latest") -> None:
+    """Make the hub cache's record of ``name:tag`` look last used ``seconds`` ago (refs used
+    in the last two minutes are never evicted)."""
+    record = store / "hub" / f"{name}@{tag}"
+    when = record.stat().st_mtime - seconds
+    os.utime(record, (when, when))
 
 
 def versions(store: Path) -> set[str]:
@@ -117,6 +129,9 @@ async def test_pull_revision_name_and_tag(server: Server, hub: FakeHub) -> None:
     ("org/other@no-such-branch", 404, "hub_repo_not_found"),
     ("not a repo", 400, "invalid_hub_repo"),
     ("org/../etc", 400, "invalid_hub_repo"),
+    ("org/a--b", 400, "invalid_hub_repo"),  # the hub's own finer rules
+    ("org/name-", 400, "invalid_hub_repo"),
+    ("org/name.git", 400, "invalid_hub_repo"),
     ("org/pickled", 422, "pickle_refused"),
 ])
 async def test_pull_refusals_store_nothing(server: Server, hub: FakeHub, repo: str,
@@ -185,7 +200,9 @@ async def test_stream_failure_is_an_error_line(server: Server, hub: FakeHub) -> 
 async def test_concurrent_identical_pulls_download_once(server: Server, hub: FakeHub
                                                         ) -> None:
     hub.delay_s = 0.3  # every file takes a while: the pulls overlap
-    results = await asyncio.gather(*(pull(server, REPO) for _ in range(5)))
+    # Hub ids are case-insensitive: these are one repo, one name, one pull.
+    spellings = [REPO, REPO.lower(), REPO.upper(), REPO, REPO.lower()]
+    results = await asyncio.gather(*(pull(server, repo) for repo in spellings))
     assert [r.status_code for r in results] == [201] * 5
     assert len({r.json()["version"]["digest"] for r in results}) == 1
     assert hub.downloads[REPO] == 2  # config + weights, once
@@ -267,12 +284,18 @@ async def test_cache_budget_evicts_least_recently_used_pull(tmp_path: Path, hub:
         assert first.status_code == 201
         second = await c.post("/v1/adapters/pull", json={"repo": "org/other"})
         assert second.status_code == 201
+        # Both were used just now: over budget, but neither may go yet.
+        assert (await c.get(f"/v1/adapters/{NAME}")).status_code == 200
+        age(store, NAME)
+        third = await c.post("/v1/adapters/pull", json={"repo": "org/other"})
+        assert third.status_code == 201
         # The older pull went (ref and version); the upload stays whatever the budget.
         assert_openai_error(await c.get(f"/v1/adapters/{NAME}"), 404, "adapter_not_found")
         assert first.json()["version"]["digest"] not in versions(store)
         assert (await c.get("/v1/adapters/mine")).status_code == 200
         assert (await c.get("/v1/adapters/org--other")).status_code == 200
         # Asked for again: autoload pulls it back, and now org/other is the older one.
+        age(store, "org--other")
         again = await c.post("/v1/completions", json={"model": REPO, "prompt": "x"})
         assert again.status_code == 200, again.text
         assert hub.downloads[REPO] == 4
@@ -342,3 +365,35 @@ def test_hub_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(hub_allow=["some org"])
     with pytest.raises(ValueError):
         Settings(adapter_cache_bytes="lots")
+
+
+async def test_eviction_spares_a_ref_re_pointed_meanwhile(
+        tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The victims are chosen from a snapshot; an upload landing on a chosen ref before it
+    is removed (another thread, another replica) must survive, with its version."""
+    from hotswap.adapters import hub_cache
+    from hotswap.adapters.sources.hub import HubRef
+    from hotswap.server.registry import Registry
+    from support.fakes import LIMITS, TINY_SPEC
+
+    store = tmp_path / "store"
+    options = replace(registry_options(tmp_path),
+                      hub=HubOptions(allow=("org",), endpoint=hub.url, cache_bytes=0))
+    registry = await Registry.open(options)
+    await registry.pull(HubRef.parse(REPO))
+    age(store, NAME)
+    choose = hub_cache.victims
+
+    def choose_then_upload(*args: object, **kwargs: object) -> list[hub_cache.CachedRef]:
+        chosen = choose(*args, **kwargs)  # type: ignore[arg-type]
+        assert [c.name for c in chosen] == [NAME]
+        Store(store).add(make_adapter_dir(tmp_path / "up", "u", seed=9), name=NAME,
+                         tag="latest", source="upload", spec=TINY_SPEC, limits=LIMITS)
+        return chosen
+
+    monkeypatch.setattr(hub_cache, "victims", choose_then_upload)
+    await registry.pull(HubRef.parse("org/other"))
+    entry = Store(store).entry(NAME)
+    assert entry is not None and entry.latest is not None
+    assert entry.latest.source == "upload"
+    assert Store(store).verify() == []

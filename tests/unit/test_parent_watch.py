@@ -48,6 +48,30 @@ def test_engine_process_ends_with_a_killed_server(watch: bool) -> None:
         server.wait()
 
 
+def test_forked_engine_process_ends_with_a_killed_server() -> None:
+    # vLLM's default off CPU: the engine core is forked and does not run plugins again.
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import os, time\n"
+        "from hotswap.server.engine.parent_watch import mark_server_process\n"
+        "mark_server_process()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    time.sleep(120)\n"
+        "    os._exit(0)\n"
+        "print(pid, flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    child = psutil.Process(int(server.stdout.readline()))
+    try:
+        os.kill(server.pid, signal.SIGKILL)
+        gone, _ = psutil.wait_procs([child], timeout=5)
+        assert gone, "the forked child outlived the server"
+    finally:
+        if child.is_running():
+            child.kill()
+        server.wait()
+
+
 def test_register_in_the_server_itself_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     from hotswap.server.engine import parent_watch
 
