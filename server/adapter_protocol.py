@@ -79,7 +79,9 @@ class Deleted(BaseModel):
     deleted: bool = True
 
 
-class Residency(BaseModel):
+class LoadState(BaseModel):
+    """Answer of ``POST /v1/adapters/{ref}/load`` and ``/unload``."""
+
     object: Literal["adapter.residency"] = "adapter.residency"
     name: str
     digest: str

@@ -400,13 +400,12 @@ class _BlockingReader:
     def drain(self, limit: int) -> None:
         """Read to the end of the body, discarding; TooLarge once the whole body (the
         archive included) passes ``limit`` bytes."""
-        while not self._eof:
+        while self.received <= limit:
+            if self._eof:
+                return
             self._buffer.clear()
             self.read(CHUNK)
-            if self.received > limit:
-                raise TooLarge(f"upload exceeds {limit} bytes")
-        if self.received > limit:
-            raise TooLarge(f"upload exceeds {limit} bytes")
+        raise TooLarge(f"upload exceeds {limit} bytes")
 
     async def _next(self) -> bytes | None:
         try:

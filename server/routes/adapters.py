@@ -26,8 +26,8 @@ from ..adapter_protocol import (
     AdmissionPolicy,
     Deleted,
     LoadLoraAdapterRequest,
+    LoadState,
     PullRequest,
-    Residency,
     TaggedVersion,
     TagRequest,
     UnloadLoraAdapterRequest,
@@ -201,20 +201,23 @@ async def put_tag(name: str, tag: str, body: TagRequest, catalog: CatalogDep
     return TaggedVersion(name=name, tag=tag, version=AdapterVersion.of(manifest))
 
 
-@router.post("/adapters/{ref}/load", response_model=Residency,
+@router.post("/adapters/{ref}/load", response_model=LoadState,
              summary="Load into engine memory now (warm the first request)")
-async def load_adapter(ref: str, catalog: CatalogDep) -> Residency:
-    manifest = await catalog.registry.resolve(ref)
-    await catalog.load(catalog.spec_for(manifest))
-    return Residency(name=ref, digest=manifest.digest, loaded=True)
+async def load_adapter(ref: str, catalog: CatalogDep) -> LoadState:
+    return await _set_loaded(catalog, ref, loaded=True)
 
 
-@router.post("/adapters/{ref}/unload", response_model=Residency,
+@router.post("/adapters/{ref}/unload", response_model=LoadState,
              summary="Drop from engine memory (stays stored; reloads on next use)")
-async def unload_adapter(ref: str, catalog: CatalogDep) -> Residency:
+async def unload_adapter(ref: str, catalog: CatalogDep) -> LoadState:
+    return await _set_loaded(catalog, ref, loaded=False)
+
+
+async def _set_loaded(catalog: Catalog, ref: str, *, loaded: bool) -> LoadState:
     manifest = await catalog.registry.resolve(ref)
-    await catalog.unload(catalog.spec_for(manifest))
-    return Residency(name=ref, digest=manifest.digest, loaded=False)
+    spec = catalog.spec_for(manifest)
+    await (catalog.load(spec) if loaded else catalog.unload(spec))
+    return LoadState(name=ref, digest=manifest.digest, loaded=loaded)
 
 
 @router.get("/admission", response_model=AdmissionPolicy,

@@ -14,8 +14,11 @@ from hotswap.adapters.admission import AdmissionLimits, BaseModelSpec
 from hotswap.server.registry import RegistryOptions
 from safetensors.torch import save_file
 
-# SmolLM2's GQA layout (heads/kv = 3, explicit head_dim), scaled down to tiny tensors.
+# Same GQA layout as SmolLM2 (heads/kv = 3, explicit head_dim), scaled down so tensors
+# are tiny: q_proj and o_proj 96->96, k/v_proj 96->32, gate/up 96->128, down 128->96.
+# Complete enough for transformers.LlamaConfig (PEFT reference tests) and admission.
 TINY_LLAMA_CONFIG: dict[str, Any] = {
+    "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
     "hidden_size": 96,
     "intermediate_size": 128,
@@ -24,6 +27,7 @@ TINY_LLAMA_CONFIG: dict[str, Any] = {
     "num_key_value_heads": 2,
     "head_dim": 16,
     "vocab_size": 128,
+    "tie_word_embeddings": True,
 }
 TINY_SPEC = BaseModelSpec.from_config(TINY_LLAMA_CONFIG, "tiny-llama")
 LIMITS = AdmissionLimits(max_lora_rank=8, max_total_bytes=1 << 20, max_files=16)

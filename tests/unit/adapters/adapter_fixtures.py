@@ -1,5 +1,6 @@
-"""Helpers for the adapter registry tests: a tiny Llama-shaped base config and a writer
-of PEFT-layout LoRA directories (healthy, or deliberately broken via ``edit``).
+"""Helpers for the adapter registry tests: the tiny Llama-shaped base config (shared with
+the HTTP tests, from ``support.fakes``) and a writer of PEFT-layout LoRA directories
+(healthy, or deliberately broken via ``edit``).
 
 A module with a unique name rather than ``conftest``: test modules import from it, and
 ``import conftest`` is ambiguous when several test folders have one."""
@@ -14,21 +15,10 @@ from typing import Any, Protocol
 import torch
 from hotswap.adapters.admission import BaseModelSpec
 from safetensors.torch import save_file
+from support.fakes import TINY_LLAMA_CONFIG
 
-# Same GQA layout as SmolLM2 (heads/kv = 3, explicit head_dim), scaled down so tensors
-# are tiny: q_proj and o_proj 96->96, k/v_proj 96->32, gate/up 96->128, down 128->96.
-TINY_LLAMA_CONFIG: dict[str, Any] = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 96,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 6,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-    "vocab_size": 128,
-    "tie_word_embeddings": True,
-}
+__all__ = ["TINY_LLAMA_CONFIG", "MakeLora", "lora_key", "lora_writer"]
+
 ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PARENT = {
     m: ("mlp" if m in ("gate_proj", "up_proj", "down_proj") else "self_attn") for m in ALL_MODULES
