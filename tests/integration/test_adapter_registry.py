@@ -1,5 +1,6 @@
 """The adapter registry on the real server: upload with adapterctl, serve, delete; vLLM's
-load_lora_adapter from the import root; a second server process on the same store.
+load_lora_adapter from the import root; a second server process on the same store; tags,
+load / unload, and a delete while a request on the adapter runs.
 
 Served tokens of an uploaded adapter are compared with PEFT's, so "served" means served
 with that adapter's weights, not merely answered.
@@ -74,6 +75,19 @@ def test_upload_serve_delete_with_adapterctl(
         assert listing["base_model_bytes"] > 10 * listing["stored_bytes"] / len(listing["data"])
 
         assert greedy_ids(server.url, "uploaded", prompt_ids) == expected
+
+        # Tags, and explicit load / unload, on the real engine.
+        digest = up.stdout.split("-> ")[1].split()[0]
+        tagged = adapterctl(server, "tag", "uploaded", "stable", "--version", digest)
+        assert tagged.returncode == 0, tagged.stderr
+        assert greedy_ids(server.url, "uploaded:stable", prompt_ids) == expected
+        assert adapterctl(server, "unload", "uploaded").returncode == 0
+        shown = json.loads(adapterctl(server, "show", "uploaded").stdout)
+        assert shown["residency"] == "disk"
+        assert adapterctl(server, "load", "uploaded").returncode == 0
+        shown = json.loads(adapterctl(server, "show", "uploaded").stdout)
+        assert shown["residency"] in ("gpu", "cpu")
+        assert greedy_ids(server.url, "uploaded", prompt_ids) == expected
     finally:
         deleted = adapterctl(server, "delete", "uploaded")
     assert deleted.returncode == 0, deleted.stderr
@@ -81,6 +95,8 @@ def test_upload_serve_delete_with_adapterctl(
         greedy_ids(server.url, "uploaded", prompt_ids)
     missing = adapterctl(server, "show", "uploaded")
     assert missing.returncode == 1 and "uploaded" in missing.stderr
+    with pytest.raises(openai.NotFoundError):
+        greedy_ids(server.url, "uploaded:stable", prompt_ids)
 
 
 def test_refused_upload_says_why(server: ServerInfo, tmp_path: Path, new_adapter: Path
@@ -133,3 +149,37 @@ def test_second_server_on_same_store_sees_upload(
         assert adapterctl(server, "delete", "shared").returncode == 0
     with pytest.raises(openai.NotFoundError):
         greedy_ids(second_server.url, "shared", prompt_ids)
+
+
+def test_delete_lets_running_request_finish(server: ServerInfo, new_adapter: Path,
+                                            prompt_ids: list[int]) -> None:
+    up = adapterctl(server, "upload", str(new_adapter), "--name", "doomed")
+    assert up.returncode == 0, up.stderr
+    body = {"model": "doomed", "prompt": prompt_ids, "max_tokens": 60, "temperature": 0,
+            "ignore_eos": True}
+    deleted = False
+    try:
+        whole = httpx.post(f"{server.url}/v1/completions", json=body, timeout=300)
+        assert whole.status_code == 200, whole.text
+        expected: str = whole.json()["choices"][0]["text"]
+        streamed, chunks = "", 0
+        with httpx.stream("POST", f"{server.url}/v1/completions",
+                          json={**body, "stream": True}, timeout=300) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                streamed += json.loads(line[6:])["choices"][0]["text"]
+                chunks += 1
+                if not deleted:
+                    # Deleted while it runs: the name is gone at once, the request goes on.
+                    assert adapterctl(server, "delete", "doomed").returncode == 0
+                    deleted = True
+                    assert adapterctl(server, "show", "doomed").returncode == 1
+    finally:
+        if not deleted:
+            adapterctl(server, "delete", "doomed")
+    assert deleted and chunks > 10  # the delete came early in a long stream
+    assert streamed == expected  # every token, computed with the adapter's weights
+    with pytest.raises(openai.NotFoundError):
+        greedy_ids(server.url, "doomed", prompt_ids)
