@@ -17,7 +17,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from .catalog import Catalog
-from .engine.base import Engine
+from .engine.interface import Engine
 from .errors import install_error_handlers
 from .registry import Registry, RegistryOptions
 from .routes import adapters, health, openai

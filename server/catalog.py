@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from ..adapters.errors import AdapterNotFound, InvalidHubRepo, InvalidName
 from ..adapters.manifest import Manifest
-from .engine.base import AdapterSpec, Engine, EngineError, Residency
+from .engine.interface import AdapterSpec, Engine, EngineError, Residency
 from .errors import ModelNotFound
 from .registry import Registry
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..adapters import errors as reg
-from .engine.base import AdapterLoadError, EngineError, EngineRequestError
+from .engine.interface import AdapterLoadError, EngineError, EngineRequestError
 
 log = logging.getLogger(__name__)
 

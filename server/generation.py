@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .engine.base import AdapterSpec, ChoiceDelta, Engine, EngineRequestError, SamplingSpec
+from .engine.interface import AdapterSpec, ChoiceDelta, Engine, EngineRequestError, SamplingSpec
 from .errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from .metrics import IN_FLIGHT, REQUESTS, model_label
 from .protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine.base import ChoiceDelta, TokenLogprob
+from .engine.interface import ChoiceDelta, TokenLogprob
 from .errors import from_exception, to_body
 from .protocol import (
     AssistantMessage,

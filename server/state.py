@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from .catalog import Catalog
-from .engine.base import Engine
+from .engine.interface import Engine
 from .errors import EngineUnavailable, NotReady
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from .base import (
+from .interface import (
     AdapterLoadError,
     AdapterSpec,
     ChoiceDelta,

@@ -22,7 +22,7 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from .base import (
+from .interface import (
     AdapterLoadError,
     AdapterSpec,
     ChoiceDelta,

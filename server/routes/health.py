@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..engine.base import EngineError
+from ..engine.interface import EngineError
 from ..state import StateDep
 
 router = APIRouter(tags=["health"])

@@ -18,7 +18,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from hotswap.adapters.store import Store
 from hotswap.server.app import create_app
-from hotswap.server.engine.base import AdapterSpec
+from hotswap.server.engine.interface import AdapterSpec
 from hotswap.server.engine.fake import FakeEngine
 from hotswap.server.registry import HubOptions
 from support.fake_hub import FakeHub, serving

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hotswap.server.engine.base import Residency
+from hotswap.server.engine.interface import Residency
 from hotswap.server.engine.fake import FakeEngine
 from support.fakes import make_adapter_dir, tar_gz
 
