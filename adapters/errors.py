@@ -12,6 +12,8 @@ Hierarchy, so the table can map whole families at once::
     ├── AdapterNotFound           no such name / name:tag
     ├── VersionNotFound           no such content digest
     ├── SourceNotFound            import source missing
+    ├── PathNotAllowed            import path outside every allowed root
+    ├── AdmissionUnavailable      base model facts unknown: nothing can be admitted
     ├── StoreBusy                 store lock not acquired in time
     ├── StoreCorrupt              on-disk state the store did not write
     ├── HubError                  pulling from a Hugging Face Hub endpoint failed
@@ -37,9 +39,11 @@ class AdapterError(Exception):
 
     code: ClassVar[str] = "adapter_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: The request field at fault, when the caller named one (OpenAI's ``param``).
+        self.param = param
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -61,6 +65,18 @@ class SourceNotFound(AdapterError):
     """The local directory (or hub repo/revision) to import from does not exist."""
 
     code = "source_not_found"
+
+
+class PathNotAllowed(AdapterError):
+    """A server-side path to import from is not absolute, or not under an allowed root."""
+
+    code = "path_not_allowed"
+
+
+class AdmissionUnavailable(AdapterError):
+    """The served base model's config could not be read, so no adapter can be checked."""
+
+    code = "admission_unavailable"
 
 
 class StoreBusy(AdapterError):

@@ -1,9 +1,8 @@
-"""The FastAPI application: routes, error table, and the engine's life cycle.
+"""The FastAPI application: routers, the error table, and the start-up sequence.
 
-The HTTP server comes up at once; the engine starts in the background, so
-``/health`` answers during the (tens of seconds) model load and ``/ready`` turns
-200 when the model and the start-up adapters are loaded. Inference endpoints
-answer 503 until then.
+The HTTP server comes up at once; the engine starts in the background, so ``/health``
+answers during the (tens of seconds) model load and ``/ready`` turns 200 when the model
+and the start-up adapters are loaded. Every other route answers 503 until then.
 """
 
 from __future__ import annotations
@@ -14,23 +13,38 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from .catalog import Catalog
+from ..adapters.service import AdapterService, ServiceOptions
+from . import health
+from .admin import adapters, vllm_compat
+from .auth import authenticate
+from .deps import AppState, Serving
 from .engine.interface import Engine
 from .errors import install_error_handlers
-from .registry import Registry, RegistryOptions
-from .routes import adapters, health, openai
-from .state import AppState
+from .openai.routers import ROUTERS
+from .serving.models import ServedModels
+from .serving.table import ServingTable
 
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], Awaitable[Engine]]
 
 
+async def start_serving(engine: Engine, options: ServiceOptions,
+                        startup_adapters: list[tuple[str, Path]]) -> Serving:
+    """Open the store, and import and load the ``--adapter`` dirs (a bad one fails)."""
+    service = await AdapterService.open(options)
+    table = ServingTable(engine, service.path)
+    models = ServedModels(engine.model_name, service, table)
+    for name, path in startup_adapters:
+        await models.register(await service.import_dir(name, path), load=True)
+    return Serving(engine=engine, service=service, table=table, models=models)
+
+
 def create_app(
     engine_factory: EngineFactory,
-    registry: RegistryOptions,
+    options: ServiceOptions,
     startup_adapters: list[tuple[str, Path]] | None = None,
 ) -> FastAPI:
     """Build the app. ``engine_factory`` is awaited in the background at start-up.
@@ -41,16 +55,10 @@ def create_app(
 
     async def start() -> None:
         try:
-            engine = await engine_factory()
-            state.engine = engine
-            catalog = Catalog(engine.model_name, await Registry.open(registry), engine)
-            for name, path in startup_adapters or []:
-                manifest = await catalog.registry.import_dir(name, path)
-                await catalog.load(catalog.spec_for(manifest))
-            state.catalog = catalog
-            state.ready = True
-            log.info("ready: serving %s; %d adapter id(s) in the store", engine.model_name,
-                     len(await catalog.entries()))
+            state.engine = await engine_factory()
+            state.serving = await start_serving(state.engine, options, startup_adapters or [])
+            log.info("ready: serving %s; %d adapter id(s) in the store",
+                     state.engine.model_name, len(await state.serving.models.adapters()))
         except Exception as exc:
             log.exception("start-up failed")
             state.startup_error = str(exc) or type(exc).__name__
@@ -73,7 +81,10 @@ def create_app(
     )
     app.state.hotswap = state
     install_error_handlers(app)
-    app.include_router(openai.router)
-    app.include_router(adapters.router)
+    # The auth stage runs before every API route (health and metrics stay open: probes
+    # and scrapers carry no key).
+    authenticated = [Depends(authenticate)]
+    for router in (*ROUTERS, adapters.router, vllm_compat.router):
+        app.include_router(router, dependencies=authenticated)
     app.include_router(health.router)
     return app

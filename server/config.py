@@ -1,7 +1,8 @@
 """Server settings: one pydantic-settings model, fed by CLI flags and ``HOTSWAP_*`` env.
 
-Every ``hotswap serve`` flag maps to a field here; the field descriptions are the
-``--help`` texts, so the two can not drift apart. Precedence: flag > env > default.
+Every ``hotswap serve`` flag is generated from a field here (``server/flags.py``): the
+field's description is its ``--help`` text, ``json_schema_extra`` may give its flag name
+and metavar, so flags and settings can not drift apart. Precedence: flag > env > default.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Annotated, Literal
 from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: Adapter and model names users may choose (also the registry's rule).
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Adapter and model names users may choose: the store's rule for names and tags.
+from ..adapters.names import NAME_PATTERN
 
 #: ``owner`` or ``owner/name`` as the Hugging Face Hub spells them.
 HUB_ALLOW_PATTERN = re.compile(
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
         description="Adapter to serve from the start, as NAME=PATH to a local PEFT dir: "
         "checked and imported into the store like an upload (NAME:latest then points at "
         "it) and loaded, so a bad one stops the start. Repeatable; in env, comma-separated.",
+        json_schema_extra={"flag": "--adapter", "metavar": "NAME=PATH"},
     )
     max_loras: int = Field(
         default=4,
@@ -121,12 +123,14 @@ class Settings(BaseSettings):
         description="Folder under which POST /v1/load_lora_adapter may import adapter dirs "
         "given by path. Repeatable; in env, comma-separated. None by default: that endpoint "
         "then refuses every path.",
+        json_schema_extra={"flag": "--import-root", "metavar": "DIR"},
     )
     hub_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hugging Face Hub repos that may be pulled: 'owner/name', 'owner' (all of "
         "its repos) or '*'. Repeatable; in env, comma-separated. None by default: pulls are "
         "refused. The token is huggingface_hub's own (HF_TOKEN); the endpoint HF_ENDPOINT.",
+        json_schema_extra={"flag": "--hub-allow", "metavar": "REPO|OWNER|*"},
     )
     hub_autoload: bool = Field(
         default=False,
@@ -139,6 +143,7 @@ class Settings(BaseSettings):
         description="Disk budget for adapters pulled from the hub (e.g. 500MB, 10GiB); past "
         "it the least recently used pulls are dropped (and pulled again when needed). "
         "Uploaded and imported adapters are never evicted.",
+        json_schema_extra={"metavar": "BYTES"},
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of hotswap and uvicorn."

@@ -76,30 +76,21 @@ class AdapterUnloadable(HotswapError):
     status, type, code = 422, "invalid_request_error", "adapter_load_failed"
 
 
-class PathNotAllowed(HotswapError):
-    # lora_path outside every --import-root: the server reads only what the operator allowed.
-    status, type, code = 403, "permission_error", "path_not_allowed"
-
-
 class AdapterExists(HotswapError):
     status, type, code = 400, "invalid_request_error", "adapter_exists"
-
-
-class AdmissionUnavailable(HotswapError):
-    # The base model's config.json could not be read, so no adapter can be checked.
-    status, type, code = 503, "service_unavailable", "admission_unavailable"
 
 
 class RegistryError(HotswapError):
     """An ``adapters.errors.AdapterError`` with the status the table below gives it."""
 
     def __init__(self, exc: reg.AdapterError, status: int) -> None:
-        super().__init__(exc.message)
+        super().__init__(exc.message, param=exc.param)
         self.status = status
         self.code = exc.code
+        if isinstance(exc, reg.StoreBusy):
+            self.headers = {"Retry-After": str(STORE_BUSY_RETRY_AFTER_S)}
         if status == 503:
             self.type = "service_unavailable"
-            self.headers = {"Retry-After": str(STORE_BUSY_RETRY_AFTER_S)}
         elif status >= 500:
             self.type = "server_error"
         elif status == 403:
@@ -115,7 +106,9 @@ STORE_BUSY_RETRY_AFTER_S = 1
 #: Registry errors -> HTTP status, most specific class first (the first isinstance match
 #: wins). 400: the request names or carries something malformed; 404: nothing by that
 #: name; 413: over a size cap; 422: a well-formed adapter this server refuses; 403: a hub
-#: repo this server may not pull (or the hub refused us); 502: the hub failed us.
+#: repo this server may not pull (or the hub refused us), or a server-side path outside
+#: every --import-root; 502: the hub failed us; 503: retry later (store lock), or nothing
+#: can be admitted until the operator fixes the base model's config.
 REGISTRY_STATUS: tuple[tuple[type[reg.AdapterError], int], ...] = (
     (reg.InvalidName, 400),
     (reg.InvalidHubRepo, 400),
@@ -126,6 +119,8 @@ REGISTRY_STATUS: tuple[tuple[type[reg.AdapterError], int], ...] = (
     (reg.InvalidArchive, 400),
     (reg.UnsafePath, 400),
     (reg.SourceNotFound, 400),
+    (reg.PathNotAllowed, 403),
+    (reg.AdmissionUnavailable, 503),
     (reg.AdapterNotFound, 404),
     (reg.VersionNotFound, 404),
     (reg.TooLarge, 413),

@@ -18,11 +18,11 @@ import stat
 from pathlib import Path
 
 from ..admission import AdmissionLimits
-from ..errors import SourceNotFound, TooLarge, UnsafePath
+from ..errors import PathNotAllowed, SourceNotFound, TooLarge, UnsafePath
+from . import CHUNK
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 
 
 def import_dir(src: Path, dest: Path, limits: AdmissionLimits) -> None:
@@ -72,3 +72,25 @@ def _copy_file(src: Path, dst: Path, budget: int, limits: AdmissionLimits) -> in
                     raise TooLarge(f"adapter files exceed {limits.max_total_bytes} bytes")
                 fout.write(chunk)
     return copied
+
+
+def check_import_path(raw: str, roots: tuple[Path, ...]) -> Path:
+    """The resolved dir ``raw`` names if it lies under one of ``roots``, else
+    :class:`PathNotAllowed` (so user-chosen paths can be passed to :func:`import_dir`)."""
+    path = Path(raw)
+    if not path.is_absolute():
+        raise SourceNotFound(f"path must be absolute, got {raw!r}")
+    # resolve() collapses '..' and follows every symlink, so the check is on the real place.
+    resolved = path.resolve()
+    root = next((r for r in roots if resolved.is_relative_to(r)), None)
+    if root is None:
+        raise PathNotAllowed(f"{raw!r} is not under an import root of this server "
+                             "(--import-root)")
+    # import_dir follows symlinked files (HF cache snapshots are symlink farms); each
+    # target must stay under the root too, or a link would smuggle any file in.
+    for dirpath, _, filenames in os.walk(resolved):
+        for name in filenames:
+            target = Path(dirpath, name).resolve()
+            if not target.is_relative_to(root):
+                raise PathNotAllowed(f"{raw!r}: {name} links outside the import root")
+    return resolved

@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..admission import AdmissionLimits
 from ..errors import InvalidArchive, TooLarge, UnsafePath
+from . import CHUNK
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 _TAR_MAGIC_AT, _TAR_MAGIC = 257, b"ustar"

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from hotswap.adapters.admission import AdmissionLimits, BaseModelSpec
-from hotswap.server.registry import RegistryOptions
+from hotswap.adapters.service import ServiceOptions
 from safetensors.torch import save_file
 
 # Same GQA layout as SmolLM2 (heads/kv = 3, explicit head_dim), scaled down so tensors
@@ -33,8 +33,8 @@ TINY_SPEC = BaseModelSpec.from_config(TINY_LLAMA_CONFIG, "tiny-llama")
 LIMITS = AdmissionLimits(max_lora_rank=8, max_total_bytes=1 << 20, max_files=16)
 
 
-def registry_options(root: Path, import_roots: tuple[Path, ...] = ()) -> RegistryOptions:
-    return RegistryOptions(store_dir=root / "store", base_spec=lambda: TINY_SPEC,
+def service_options(root: Path, import_roots: tuple[Path, ...] = ()) -> ServiceOptions:
+    return ServiceOptions(store_dir=root / "store", base_spec=lambda: TINY_SPEC,
                            limits=LIMITS, import_roots=import_roots, base_model_bytes=123456)
 
 

@@ -11,7 +11,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hotswap.server.app import create_app
 from hotswap.server.engine.fake import FakeEngine
-from support.fakes import make_adapter_dir, registry_options
+from support.fakes import make_adapter_dir, service_options
 from support.http import wait_ready
 
 
@@ -29,7 +29,7 @@ async def app(fake_engine: FakeEngine, tmp_path: Path) -> AsyncIterator[FastAPI]
                 ("extract", make_adapter_dir(tmp_path, "b", seed=2))]
     import_root = tmp_path / "imports"
     import_root.mkdir()
-    application = create_app(factory, registry_options(tmp_path, (import_root,)), adapters)
+    application = create_app(factory, service_options(tmp_path, (import_root,)), adapters)
     async with LifespanManager(application):
         yield application
 

@@ -14,7 +14,7 @@ import uvicorn
 from hotswap.clients.adapterctl import app as cli
 from hotswap.server.app import create_app
 from hotswap.server.engine.fake import FakeEngine
-from support.fakes import make_adapter_dir, registry_options
+from support.fakes import make_adapter_dir, service_options
 from typer.testing import CliRunner, Result
 
 
@@ -29,7 +29,7 @@ async def url(tmp_path: Path) -> AsyncIterator[str]:
     async def factory() -> FakeEngine:
         return FakeEngine()
 
-    app = create_app(factory, registry_options(tmp_path))
+    app = create_app(factory, service_options(tmp_path))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))

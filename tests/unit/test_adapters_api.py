@@ -24,7 +24,7 @@ from hotswap.server.app import create_app
 from hotswap.server.config import Settings
 from hotswap.server.engine.fake import FakeEngine
 from hotswap.server.errors import from_exception
-from support.fakes import LIMITS, TINY_LLAMA_CONFIG, make_adapter_dir, registry_options, tar_gz
+from support.fakes import LIMITS, TINY_LLAMA_CONFIG, make_adapter_dir, service_options, tar_gz
 from support.http import assert_openai_error, wait_ready
 
 
@@ -233,12 +233,12 @@ async def test_load_and_unload(client: httpx.AsyncClient, fake_engine: FakeEngin
 async def test_delete_lets_inflight_request_finish(
     app: FastAPI, client: httpx.AsyncClient, fake_engine: FakeEngine
 ) -> None:
-    catalog = app.state.hotswap.catalog
+    table = app.state.hotswap.serving.table
     fake_engine.step_delay = 0.01
     body = chat("extract", max_tokens=60, ignore_eos=True)
     running = asyncio.create_task(client.post("/v1/chat/completions", json=body))
     for _ in range(500):
-        if catalog.requests_in_flight:
+        if table.requests_in_flight:
             break
         await asyncio.sleep(0.005)
     assert not running.done()
@@ -316,7 +316,7 @@ async def test_second_app_on_same_store_sees_uploads(
     async def factory() -> FakeEngine:
         return FakeEngine(model_name="fake-base")
 
-    other = create_app(factory, registry_options(tmp_path))
+    other = create_app(factory, service_options(tmp_path))
     async with LifespanManager(other), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=other), base_url="http://other"
     ) as c2:
@@ -371,7 +371,7 @@ async def test_unknown_base_config_makes_registry_read_only(tmp_path: Path) -> N
     async def factory() -> FakeEngine:
         return FakeEngine(model_name="fake-base")
 
-    options = replace(registry_options(tmp_path), base_spec=lambda: None)
+    options = replace(service_options(tmp_path), base_spec=lambda: None)
     app = create_app(factory, options)
     async with LifespanManager(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t"
@@ -404,10 +404,10 @@ async def test_same_content_under_two_names_shares_one_version(
 
 
 async def test_upload_cut_off_after_the_archive_stores_nothing(tmp_path: Path) -> None:
-    from hotswap.server.registry import Registry
+    from hotswap.adapters.service import AdapterService
     from starlette.requests import ClientDisconnect
 
-    registry = await Registry.open(registry_options(tmp_path))
+    registry = await AdapterService.open(service_options(tmp_path))
     archive = tar_gz(make_adapter_dir(tmp_path / "src", "cut", seed=4))
 
     async def cut_off() -> AsyncIterator[bytes]:

@@ -20,9 +20,9 @@ from hotswap.adapters.store import Store
 from hotswap.server.app import create_app
 from hotswap.server.engine.interface import AdapterSpec
 from hotswap.server.engine.fake import FakeEngine
-from hotswap.server.registry import HubOptions
+from hotswap.adapters.service import HubOptions
 from support.fake_hub import FakeHub, serving
-from support.fakes import make_adapter_dir, registry_options, tar_gz
+from support.fakes import make_adapter_dir, service_options, tar_gz
 from support.http import assert_openai_error, wait_ready
 
 REPO = "Org/Tiny-LoRA"
@@ -62,7 +62,7 @@ async def server(tmp_path: Path, hub_options: HubOptions) -> AsyncIterator[Serve
     async def factory() -> FakeEngine:
         return engine
 
-    app = create_app(factory, replace(registry_options(tmp_path), hub=hub_options))
+    app = create_app(factory, replace(service_options(tmp_path), hub=hub_options))
     srv = Server(httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                    base_url="http://test"), engine, tmp_path / "store")
     async with LifespanManager(app), srv.client:
@@ -147,7 +147,7 @@ async def test_no_allowlist_refuses_every_pull(tmp_path: Path, hub: FakeHub) -> 
     async def factory() -> FakeEngine:
         return FakeEngine()
 
-    app = create_app(factory, replace(registry_options(tmp_path),
+    app = create_app(factory, replace(service_options(tmp_path),
                                       hub=HubOptions(endpoint=hub.url)))
     async with LifespanManager(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
@@ -215,7 +215,7 @@ async def test_autoload_off_is_model_not_found(tmp_path: Path, hub: FakeHub) -> 
     async def factory() -> FakeEngine:
         return FakeEngine()
 
-    app = create_app(factory, replace(registry_options(tmp_path),
+    app = create_app(factory, replace(service_options(tmp_path),
                                       hub=HubOptions(allow=("org",), endpoint=hub.url)))
     async with LifespanManager(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
@@ -243,7 +243,7 @@ async def test_autoload_single_flight(tmp_path: Path, hub: FakeHub) -> None:
         return engine
 
     options = HubOptions(allow=(REPO.lower(),), autoload=True, endpoint=hub.url)
-    app = create_app(factory, replace(registry_options(tmp_path), hub=options))
+    app = create_app(factory, replace(service_options(tmp_path), hub=options))
     async with LifespanManager(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         await wait_ready(c)
@@ -272,7 +272,7 @@ async def test_cache_budget_evicts_least_recently_used_pull(tmp_path: Path, hub:
     one = len(files["adapter_model.safetensors"]) + len(files["adapter_config.json"])
     options = HubOptions(allow=("org",), autoload=True, endpoint=hub.url,
                          cache_bytes=int(one * 1.5))  # room for one pull, not two
-    app = create_app(factory, replace(registry_options(tmp_path), hub=options))
+    app = create_app(factory, replace(service_options(tmp_path), hub=options))
     store = tmp_path / "store"
     async with LifespanManager(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
@@ -310,7 +310,7 @@ async def test_upload_over_a_pulled_name_is_never_evicted(tmp_path: Path, hub: F
         return FakeEngine()
 
     options = HubOptions(allow=("org",), endpoint=hub.url, cache_bytes=0)
-    app = create_app(factory, replace(registry_options(tmp_path), hub=options))
+    app = create_app(factory, replace(service_options(tmp_path), hub=options))
     async with LifespanManager(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         await wait_ready(c)
@@ -373,13 +373,13 @@ async def test_eviction_spares_a_ref_re_pointed_meanwhile(
     is removed (another thread, another replica) must survive, with its version."""
     from hotswap.adapters import hub_cache
     from hotswap.adapters.sources.hub import HubRef
-    from hotswap.server.registry import Registry
+    from hotswap.adapters.service import AdapterService
     from support.fakes import LIMITS, TINY_SPEC
 
     store = tmp_path / "store"
-    options = replace(registry_options(tmp_path),
+    options = replace(service_options(tmp_path),
                       hub=HubOptions(allow=("org",), endpoint=hub.url, cache_bytes=0))
-    registry = await Registry.open(options)
+    registry = await AdapterService.open(options)
     await registry.pull(HubRef.parse(REPO))
     age(store, NAME)
     choose = hub_cache.victims

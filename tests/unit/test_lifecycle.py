@@ -11,7 +11,7 @@ import uvicorn
 from asgi_lifespan import LifespanManager
 from hotswap.server.app import create_app
 from hotswap.server.engine.fake import FakeEngine
-from support.fakes import make_adapter_dir, registry_options
+from support.fakes import make_adapter_dir, service_options
 
 
 async def test_inference_is_503_until_engine_is_up(tmp_path: Path) -> None:
@@ -22,7 +22,7 @@ async def test_inference_is_503_until_engine_is_up(tmp_path: Path) -> None:
         await gate.wait()
         return engine
 
-    app = create_app(slow_factory, registry_options(tmp_path))
+    app = create_app(slow_factory, service_options(tmp_path))
     async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://t") as c:
         assert (await c.get("/health")).json() == {"status": "starting"}
@@ -48,7 +48,7 @@ async def test_failed_startup_is_reported(tmp_path: Path) -> None:
     async def factory() -> FakeEngine:
         return FakeEngine()
 
-    app = create_app(factory, registry_options(tmp_path), [("broken", bad)])
+    app = create_app(factory, service_options(tmp_path), [("broken", bad)])
     async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://t") as c:
         for _ in range(100):
@@ -77,7 +77,7 @@ async def test_client_disconnect_aborts_engine_request(tmp_path: Path) -> None:
     async def factory() -> FakeEngine:
         return engine
 
-    app = create_app(factory, registry_options(tmp_path), [("a", make_adapter_dir(tmp_path, "a"))])
+    app = create_app(factory, service_options(tmp_path), [("a", make_adapter_dir(tmp_path, "a"))])
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())

@@ -8,8 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..adapters.admission import BaseModelSpec
-from ..adapters.manifest import DIGEST_PATTERN, Manifest
+from ...adapters.admission import BaseModelSpec
+from ...adapters.manifest import DIGEST_PATTERN, Manifest
+from ..engine.interface import Residency
 
 
 class AdapterVersion(BaseModel):
@@ -45,7 +46,7 @@ class AdapterInfo(BaseModel):
     #: Where this server's engine holds ``latest`` now: "gpu" (in a slot a batch can
     #: use; host memory on the CPU build), "cpu" (engine's host cache) or "disk" (not
     #: loaded). None if there is no ``latest`` or the engine could not tell.
-    residency: Literal["gpu", "cpu", "disk"] | None = None
+    residency: Residency | None = None
     #: Whether the engine holds ``latest`` in memory now (residency "gpu" or "cpu").
     loaded: bool = False
 

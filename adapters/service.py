@@ -1,44 +1,39 @@
-"""The adapter store as the server uses it: async, and admitting against the served model.
+"""The adapter service: every way an adapter arrives, is admitted, stored and looked up.
 
-Every ``Store`` call blocks on the filesystem (hashing, fsync, flock), so each runs in a
-worker thread (``anyio.to_thread``) and the event loop keeps serving tokens meanwhile.
-The store folder may be shared with other server processes; nothing here caches refs,
-so a name another replica uploaded or re-tagged is seen on the next read.
+HTTP-free and engine-free; the server calls it for ``model`` lookups and the admin API.
+Every :class:`Store` call blocks on the filesystem (hashing, fsync, flock), so each runs
+in a worker thread (``anyio.to_thread``) and the event loop keeps serving tokens
+meanwhile. The store folder may be shared with other server processes; nothing here
+caches refs, so a name another replica uploaded or re-tagged is seen on the next read.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anyio
-import anyio.from_thread
 import anyio.to_thread
 
-from ..adapters import hub_cache
-from ..adapters.admission import AdmissionLimits, BaseModelSpec
-from ..adapters.errors import AdapterNotFound, StoreCorrupt, TooLarge, VersionNotFound
-from ..adapters.hub_cache import HubCache
-from ..adapters.manifest import Manifest
-from ..adapters.names import parse_ref, validate_name, validate_tag
-from ..adapters.sources import hub
-from ..adapters.sources.hub import HubPolicy, HubRef, ProgressFn
-from ..adapters.sources.upload import extract_archive
-from ..adapters.store import AdapterEntry, Store
-from .errors import AdmissionUnavailable, InvalidRequest, PathNotAllowed
+from .admission import AdmissionLimits, BaseModelSpec
+from .errors import AdapterNotFound, AdmissionUnavailable, StoreCorrupt, VersionNotFound
+from .hub_cache import HubCache
+from .manifest import Manifest
+from .names import parse_ref, validate_name, validate_tag
+from .pulls import HubPuller
+from .sources import hub
+from .sources.body import BlockingReader
+from .sources.hub import HubPolicy, HubRef, ProgressFn
+from .sources.local import check_import_path
+from .sources.upload import extract_archive
+from .store import AdapterEntry, Store
 
 log = logging.getLogger(__name__)
 
-#: Every adapter with the manifest of each of its tags (``Registry.list_versions``).
+#: Every adapter with the manifest of each of its tags (``AdapterService.list_versions``).
 VersionedEntries = list[tuple[AdapterEntry, dict[str, Manifest]]]
-
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -57,13 +52,13 @@ class HubOptions:
 
 
 @dataclass(frozen=True)
-class RegistryOptions:
-    """How the app opens its registry (built by ``cli.py``, or by tests)."""
+class ServiceOptions:
+    """How the server opens its adapter service (built by ``cli.py``, or by tests)."""
 
     store_dir: Path
     #: Reads the served model's config for admission. Called once the engine is up: a
     #: hub model's config.json is in the local HF cache only after the engine fetched it.
-    #: ``None`` (with a logged reason) makes the registry read-only.
+    #: ``None`` (with a logged reason) makes the service read-only.
     base_spec: Callable[[], BaseModelSpec | None]
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
     import_roots: tuple[Path, ...] = ()
@@ -72,32 +67,22 @@ class RegistryOptions:
     hub: HubOptions = field(default_factory=HubOptions)
 
 
-class _Flight:
-    """One pull in progress; later identical pulls join it instead of downloading again."""
+class AdapterService:
+    """Async adapter operations over one :class:`Store`, admitting against one base model."""
 
-    def __init__(self) -> None:
-        self.listeners: list[ProgressFn] = []
-        self.task: asyncio.Task[Manifest] | None = None
-
-    def report(self, done: int, total: int) -> None:
-        for listener in list(self.listeners):
-            listener(done, total)
-
-
-class Registry:
-    """Async facade over :class:`Store` plus the server's admission inputs."""
-
-    def __init__(self, store: Store, options: RegistryOptions, spec: BaseModelSpec | None):
+    def __init__(self, store: Store, options: ServiceOptions, spec: BaseModelSpec | None):
         self._store = store
         self._options = options
         self._spec = spec
         self._hub_policy = HubPolicy(options.hub.allow)
         self._hub_cache = HubCache(store.root)
-        self._pulls: dict[tuple[str, str, str], _Flight] = {}
+        self._puller = HubPuller(store, self._hub_cache, options.limits,
+                                 budget=options.hub.cache_bytes, token=options.hub.token,
+                                 endpoint=options.hub.endpoint)
 
     @classmethod
-    async def open(cls, options: RegistryOptions) -> Registry:
-        def work() -> Registry:
+    async def open(cls, options: ServiceOptions) -> AdapterService:
+        def work() -> AdapterService:
             store = Store(options.store_dir)
             store.recover()
             spec = options.base_spec()
@@ -106,9 +91,9 @@ class Registry:
                             "stored adapters are served, new ones are refused")
             return cls(store, options, spec)
 
-        registry = await anyio.to_thread.run_sync(work)
+        service = await anyio.to_thread.run_sync(work)
         log.info("adapter store at %s", options.store_dir)
-        return registry
+        return service
 
     @property
     def limits(self) -> AdmissionLimits:
@@ -157,6 +142,7 @@ class Registry:
         return await anyio.to_thread.run_sync(self._store.version, digest)
 
     def path(self, manifest: Manifest) -> Path:
+        """The immutable version dir the engine loads ``manifest`` from."""
         path: Path = self._store.path(manifest)
         return path
 
@@ -215,7 +201,7 @@ class Registry:
         validate_name(name)
         validate_tag(tag)
         spec = self._require_spec()
-        reader = _BlockingReader(body)
+        reader = BlockingReader(body)
 
         def work() -> Manifest:
             with self._store.staging() as staged:
@@ -234,27 +220,10 @@ class Registry:
     async def pull(self, href: HubRef, *, name: str | None = None, tag: str = "latest",
                    on_progress: ProgressFn | None = None) -> Manifest:
         """Download ``href`` from the hub, admit and store it as ``name:tag`` (default name:
-        ``owner--repo``). Single-flight: identical pulls running together share one
-        download. ``on_progress(done, total)`` is called from a worker thread."""
+        ``owner--repo``). Identical pulls running together share one download.
+        ``on_progress(done, total)`` is called from a worker thread."""
         name = self.check_pull(href, name, tag)
-        spec = self._require_spec()
-        # Hub ids are case-insensitive: 'Org/A' and 'org/a' arriving together share a pull.
-        key = (name, tag, f"{href.repo_id.lower()}@{href.revision}")
-        flight = self._pulls.get(key)
-        if flight is None:
-            log.info("pulling %s from the hub as %s:%s", href, name, tag)
-            flight = self._pulls[key] = _Flight()
-            flight.task = asyncio.create_task(self._pull(href, name, tag, spec, flight))
-            flight.task.add_done_callback(lambda t: self._pull_done(key, t))
-        if on_progress is not None:
-            flight.listeners.append(on_progress)
-        assert flight.task is not None
-        try:
-            # shield: a client that goes away must not cancel the download others wait for.
-            return await asyncio.shield(flight.task)
-        finally:
-            if on_progress is not None:
-                flight.listeners.remove(on_progress)
+        return await self._puller.pull(href, name, tag, self._require_spec(), on_progress)
 
     def check_pull(self, href: HubRef, name: str | None, tag: str) -> str:
         """The checks a pull makes before any network traffic; returns the name to use."""
@@ -263,51 +232,6 @@ class Registry:
         self._hub_policy.check(href)
         self._require_spec()
         return name
-
-    def _pull_done(self, key: tuple[str, str, str], task: asyncio.Task[Manifest]) -> None:
-        self._pulls.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have gone
-
-    async def _pull(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
-                    flight: _Flight) -> Manifest:
-        opts = self._options.hub
-
-        def work() -> Manifest:
-            with self._store.staging() as staged:
-                commit = hub.download(href, staged, self.limits, token=opts.token,
-                                      endpoint=opts.endpoint, on_progress=flight.report)
-                manifest = self._store.add(staged, name=name, tag=tag,
-                                           source=f"hub:{href.repo_id}@{commit}", spec=spec,
-                                           limits=self.limits)
-            self._hub_cache.record(name, tag, manifest.digest)
-            self._enforce_hub_budget()
-            return manifest
-
-        return await anyio.to_thread.run_sync(work)
-
-    def _enforce_hub_budget(self) -> None:
-        budget = self._options.hub.cache_bytes
-        if budget is None:
-            return
-        refs = {e.name: dict(e.tags) for e in self._store.list()}
-        cached = self._hub_cache.entries(refs)
-        hub_owned = {(c.name, c.tag) for c in cached}
-        # Versions some other ref (an upload, a hand-made tag) points at stay on disk
-        # whatever happens to the hub refs: evicting for their bytes would free nothing.
-        kept = {d for name, tags in refs.items() for tag, d in tags.items()
-                if (name, tag) not in hub_owned}
-        sizes = {d: 0 if d in kept else self._store.version(d).size_bytes
-                 for d in {c.digest for c in cached}}
-        dropped = [ref for ref in hub_cache.victims(cached, sizes, budget, time.time())
-                   # Only if still where the pull left it (an upload may have re-pointed it).
-                   if self._store.untag_if(ref.name, ref.tag, ref.digest)]
-        for ref in dropped:
-            self._hub_cache.forget(f"{ref.name}:{ref.tag}")
-            log.info("hub cache over %d bytes: dropped %s:%s (%s), pulled again on demand",
-                     budget, ref.name, ref.tag, ref.digest[:12])
-        if dropped:
-            self._store.gc()
 
     async def tag(self, name: str, tag: str, digest: str) -> Manifest:
         def work() -> Manifest:
@@ -337,7 +261,7 @@ class Registry:
     async def check_import_path(self, raw: str) -> Path:
         """The resolved dir if it lies under an ``--import-root``, else PathNotAllowed."""
         roots = self._options.import_roots
-        return await anyio.to_thread.run_sync(_check_import_path, raw, roots)
+        return await anyio.to_thread.run_sync(check_import_path, raw, roots)
 
     def _require_spec(self) -> BaseModelSpec:
         if self._spec is None:
@@ -346,69 +270,3 @@ class Registry:
                 "read (see the server log)"
             )
         return self._spec
-
-
-def _check_import_path(raw: str, roots: tuple[Path, ...]) -> Path:
-    path = Path(raw)
-    if not path.is_absolute():
-        raise InvalidRequest(f"lora_path must be an absolute path, got {raw!r}",
-                             param="lora_path")
-    # resolve() collapses '..' and follows every symlink, so the check is on the real place.
-    resolved = path.resolve()
-    root = next((r for r in roots if resolved.is_relative_to(r)), None)
-    if root is None:
-        raise PathNotAllowed(
-            f"lora_path {raw!r} is not under an import root of this server "
-            "(--import-root)", param="lora_path",
-        )
-    # The local source follows symlinked files (HF cache snapshots are symlink farms);
-    # each target must stay under the root too, or a link would smuggle any file in.
-    for dirpath, _, filenames in os.walk(resolved):
-        for name in filenames:
-            target = Path(dirpath, name).resolve()
-            if not target.is_relative_to(root):
-                raise PathNotAllowed(
-                    f"lora_path {raw!r}: {name} links outside the import root",
-                    param="lora_path",
-                )
-    return resolved
-
-
-class _BlockingReader:
-    """``read(n)`` over an async byte iterator, for sync code in an anyio worker thread."""
-
-    def __init__(self, body: AsyncIterator[bytes]) -> None:
-        self._body = body
-        self._buffer = bytearray()
-        self._eof = False
-        self.received = 0  # bytes taken from the body so far
-
-    def read(self, size: int = -1, /) -> bytes:
-        while not self._eof and (size < 0 or len(self._buffer) < size):
-            chunk = anyio.from_thread.run(self._next)
-            if chunk is None:
-                self._eof = True
-            else:
-                self.received += len(chunk)
-                self._buffer += chunk
-        if size < 0:
-            size = len(self._buffer)
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def drain(self, limit: int) -> None:
-        """Read to the end of the body, discarding; TooLarge once the whole body (the
-        archive included) passes ``limit`` bytes."""
-        while self.received <= limit:
-            if self._eof:
-                return
-            self._buffer.clear()
-            self.read(CHUNK)
-        raise TooLarge(f"upload exceeds {limit} bytes")
-
-    async def _next(self) -> bytes | None:
-        try:
-            return await anext(self._body)
-        except StopAsyncIteration:
-            return None

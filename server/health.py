@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..engine.interface import EngineError
-from ..state import StateDep
+from .deps import StateDep
+from .engine.interface import EngineError
 
 router = APIRouter(tags=["health"])
 

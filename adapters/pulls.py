@@ -1,0 +1,118 @@
+"""Hub pulls: single-flight downloads into the store, and the pull cache's disk budget.
+
+Identical pulls that arrive together (the same ``name:tag`` from the same repo and
+revision) share one download; a caller that goes away does not cancel it for the others.
+After each pull, refs that pulls created are evicted least recently used first while the
+hub-owned versions exceed ``--adapter-cache-bytes`` (see :mod:`.hub_cache`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import anyio.to_thread
+
+from . import hub_cache
+from .admission import AdmissionLimits, BaseModelSpec
+from .hub_cache import HubCache
+from .manifest import Manifest
+from .sources import hub
+from .sources.hub import HubRef, ProgressFn
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+#: (name, tag, lower-cased repo@revision): what makes two pulls the same pull.
+PullKey = tuple[str, str, str]
+
+
+class _Flight:
+    """One pull in progress; later identical pulls join it instead of downloading again."""
+
+    def __init__(self) -> None:
+        self.listeners: list[ProgressFn] = []
+        self.task: asyncio.Task[Manifest] | None = None
+
+    def report(self, done: int, total: int) -> None:
+        for listener in list(self.listeners):
+            listener(done, total)
+
+
+class HubPuller:
+    """Downloads hub repos into ``store``; owns the in-flight pulls and the budget."""
+
+    def __init__(self, store: Store, cache: HubCache, limits: AdmissionLimits, *,
+                 budget: int | None, token: str | None, endpoint: str | None) -> None:
+        self._store = store
+        self._cache = cache
+        self._limits = limits
+        self._budget = budget
+        self._token = token
+        self._endpoint = endpoint
+        self._flights: dict[PullKey, _Flight] = {}
+
+    async def pull(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
+                   on_progress: ProgressFn | None = None) -> Manifest:
+        """Download, admit and store ``href`` as ``name:tag``, joining an identical pull
+        already running. ``on_progress(done, total)`` is called from a worker thread."""
+        # Hub ids are case-insensitive: 'Org/A' and 'org/a' arriving together share a pull.
+        key = (name, tag, f"{href.repo_id.lower()}@{href.revision}")
+        flight = self._flights.get(key)
+        if flight is None:
+            log.info("pulling %s from the hub as %s:%s", href, name, tag)
+            flight = self._flights[key] = _Flight()
+            flight.task = asyncio.create_task(self._run(href, name, tag, spec, flight))
+            flight.task.add_done_callback(lambda t: self._done(key, t))
+        if on_progress is not None:
+            flight.listeners.append(on_progress)
+        assert flight.task is not None
+        try:
+            # shield: a client that goes away must not cancel the download others wait for.
+            return await asyncio.shield(flight.task)
+        finally:
+            if on_progress is not None:
+                flight.listeners.remove(on_progress)
+
+    def _done(self, key: PullKey, task: asyncio.Task[Manifest]) -> None:
+        self._flights.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
+
+    async def _run(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
+                   flight: _Flight) -> Manifest:
+        def work() -> Manifest:
+            with self._store.staging() as staged:
+                commit = hub.download(href, staged, self._limits, token=self._token,
+                                      endpoint=self._endpoint, on_progress=flight.report)
+                manifest = self._store.add(staged, name=name, tag=tag,
+                                           source=f"hub:{href.repo_id}@{commit}", spec=spec,
+                                           limits=self._limits)
+            self._cache.record(name, tag, manifest.digest)
+            self._enforce_budget()
+            return manifest
+
+        return await anyio.to_thread.run_sync(work)
+
+    def _enforce_budget(self) -> None:
+        if self._budget is None:
+            return
+        refs = {e.name: dict(e.tags) for e in self._store.list()}
+        cached = self._cache.entries(refs)
+        hub_owned = {(c.name, c.tag) for c in cached}
+        # Versions some other ref (an upload, a hand-made tag) points at stay on disk
+        # whatever happens to the hub refs: evicting for their bytes would free nothing.
+        kept = {d for name, tags in refs.items() for tag, d in tags.items()
+                if (name, tag) not in hub_owned}
+        sizes = {d: 0 if d in kept else self._store.version(d).size_bytes
+                 for d in {c.digest for c in cached}}
+        dropped = [ref for ref in hub_cache.victims(cached, sizes, self._budget, time.time())
+                   # Only if still where the pull left it (an upload may have re-pointed it).
+                   if self._store.untag_if(ref.name, ref.tag, ref.digest)]
+        for ref in dropped:
+            self._cache.forget(f"{ref.name}:{ref.tag}")
+            log.info("hub cache over %d bytes: dropped %s:%s (%s), pulled again on demand",
+                     self._budget, ref.name, ref.tag, ref.digest[:12])
+        if dropped:
+            self._store.gc()

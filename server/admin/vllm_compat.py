@@ -1,0 +1,54 @@
+"""vLLM's ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``, for tools built for
+vLLM. Paths only under ``--import-root``; the same admission as every other adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from ...adapters.errors import AdapterError, AdapterNotFound
+from ...adapters.names import validate_name
+from ..deps import ModelsDep, ServiceDep
+from ..errors import AdapterExists
+from ..openai.protocol import ErrorResponse
+from .protocol import LoadLoraAdapterRequest, UnloadLoraAdapterRequest
+
+PLAIN_OK: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {}}, "description": "Success message, as vLLM answers"},
+    403: {"model": ErrorResponse, "description": "lora_path outside every import root"},
+    422: {"model": ErrorResponse, "description": "Adapter refused by admission"},
+}
+
+router = APIRouter(prefix="/v1", tags=["adapters"], responses=PLAIN_OK)
+
+
+@router.post("/load_lora_adapter", response_class=PlainTextResponse,
+             summary="vLLM-compatible: import a server-side adapter dir and load it")
+async def load_lora_adapter(body: LoadLoraAdapterRequest, service: ServiceDep,
+                            models: ModelsDep) -> PlainTextResponse:
+    name = validate_name(body.lora_name)
+    try:
+        await service.resolve(name)
+    except AdapterNotFound:
+        pass
+    else:
+        raise AdapterExists(f"The lora adapter '{name}' has already been loaded.",
+                            param="lora_name")
+    try:
+        path = await service.check_import_path(body.lora_path)
+    except AdapterError as exc:
+        exc.param = "lora_path"
+        raise
+    manifest = await service.import_dir(name, path)
+    await models.register(manifest, load=True)
+    return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+
+@router.post("/unload_lora_adapter", response_class=PlainTextResponse,
+             summary="vLLM-compatible: stop serving an adapter (deletes the name)")
+async def unload_lora_adapter(body: UnloadLoraAdapterRequest, models: ModelsDep
+                              ) -> PlainTextResponse:
+    await models.delete(body.lora_name)
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")

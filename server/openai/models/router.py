@@ -1,0 +1,17 @@
+"""``GET /v1/models``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ...deps import ServingDep
+from ..protocol import ERROR_RESPONSES
+from . import serving
+from .protocol import ModelList
+
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
+
+
+@router.get("/models", response_model=ModelList, summary="The base model and every adapter")
+async def list_models(serving_: ServingDep) -> ModelList:
+    return await serving.list_models(serving_)

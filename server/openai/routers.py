@@ -1,0 +1,11 @@
+"""Every OpenAI endpoint's router, in the order the OpenAPI docs list them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from .chat.router import router as chat
+from .completions.router import router as completions
+from .models.router import router as models
+
+ROUTERS: tuple[APIRouter, ...] = (models, completions, chat)
