@@ -22,14 +22,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# bench/ is sys.path[0] when this runs as `python bench/lora_throughput.py`, so the
+# helpers shared with the other bench scripts import as a top-level module (see
+# bench/ruff.toml). It imports neither torch nor vLLM: the settings below still apply.
+import common
 
 # Engine and worker in this process: the patch can then be toggled between rounds.
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -40,7 +43,6 @@ os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 # cores, which would otherwise dominate the comparison.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = (0, 1, 2, 4)
 ARMS = ("stock", "plugin")
 ALL_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -87,13 +89,22 @@ def parse_args() -> Config:
 
 
 def make_adapters(cfg: Config, root: Path, count: int) -> list[Path]:
-    # Same helper the tests use: PEFT LoRA, random non-zero A and B, saved as safetensors.
-    sys.path.insert(0, str(REPO / "tests"))
-    from support.peft_ref import make_lora_adapter
-
+    # Random non-zero A and B (a fresh PEFT LoRA has B = 0, a no-op), in float32, drawn
+    # with the std and in the order of the tests' make_lora_adapter: the same adapters as
+    # the runs recorded before bench had helpers of its own.
+    shape = common.ModelShape.from_config(cfg.model_dir)
     return [
-        make_lora_adapter(
-            cfg.model_dir, root / f"adapter{i}", rank=cfg.rank, target_modules=ALL_MODULES, seed=i
+        common.write_dir(
+            root / f"adapter{i}",
+            common.lora_files(
+                shape,
+                rank=cfg.rank,
+                target_modules=ALL_MODULES,
+                seed=i,
+                std=0.05,
+                dtype="float32",
+                base_model=str(cfg.model_dir),
+            ),
         )
         for i in range(count)
     ]
@@ -155,7 +166,7 @@ def run_once(
 
 
 def set_arm(arm: str) -> None:
-    from hotswap.server.engine import cpu_lora
+    from hotswap.server.engine.plugins import cpu_lora
 
     if arm == "plugin":
         cpu_lora.patch()
@@ -173,20 +184,13 @@ SHORT_LABELS = {"wall": "tok/s, wall clock", "cpu": "tok/s of process CPU time"}
 
 
 def measure(cfg: Config, llm: Any, prompts: list[list[int]], loras: list[Any]) -> Results:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     results: Results = {m: {a: {s: [] for s in SCENARIOS} for a in ARMS} for m in METRICS}
     # Load every adapter and warm both paths up outside the measurements.
     for arm in ARMS:
         set_arm(arm)
         run_once(llm, prompts[:4], loras, 2)
     total = cfg.rounds * len(SCENARIOS) * len(ARMS)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-    ) as progress:
+    with common.progress_bar() as progress:
         task = progress.add_task("measuring", total=total)
         for round_no in range(cfg.rounds):
             # Alternate which arm goes first, so slow drifts in machine load even out.
@@ -222,7 +226,7 @@ def table(med: Medians) -> str:
     for s in SCENARIOS:
         stock, plug = med["stock"][s], med["plugin"][s]
         lines.append(
-            f"| {s} | {stock:.1f} | {plug:.1f} | {plug / stock:.2f}x | "
+            f"| {s} | {stock:.1f} | {plug:.1f} | {common.ratio(plug / stock)} | "
             f"{stock / med['stock'][0]:.2f} | {plug / plugin_base:.2f} | "
             f"{stock / plugin_base:.2f} |"
         )
@@ -230,11 +234,7 @@ def table(med: Medians) -> str:
 
 
 def plot(results: Results, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 4.2))
     width = 0.38
     xs = list(range(len(SCENARIOS)))
@@ -265,9 +265,7 @@ def plot(results: Results, path: Path, title: str) -> None:
         ax.set_ylim(0, 1.25 * max(max(m.values()) for m in med.values()))
         ax.legend(fontsize=8, loc="upper right", ncols=3)
     fig.suptitle(title + "\nbar labels: ratio to the plugin's base-only throughput", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    common.save_figure(fig, path)
 
 
 def record(cfg: Config, results: Results, png: Path) -> None:
@@ -278,8 +276,7 @@ def record(cfg: Config, results: Results, png: Path) -> None:
         f"python bench/lora_throughput.py --requests {cfg.requests} --tokens {cfg.tokens} "
         f"--rounds {cfg.rounds} --rank {cfg.rank} --dtype {cfg.dtype}"
     )
-    machine = f"{os.cpu_count()} cores ({platform.machine()}), shared with other work"
-    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    machine, load = common.machine(), common.load_average()
     parts = [
         f"""
 ## CPU LoRA throughput, stock vLLM vs hotswap plugin ({dt.date.today().isoformat()})
@@ -304,14 +301,8 @@ throughput (base-only: all requests without an adapter on the same LoRA-enabled 
             f"\n{label[0].upper()}{label[1:]}:\n\n{table(medians(results[metric]))}\n\n"
             f"Per round: {raw}.\n"
         )
-    parts.append(f"\n![CPU LoRA throughput]({png.relative_to(REPO).as_posix()})\n")
-    bench_md = REPO / "BENCHMARKS.md"
-    if not bench_md.exists():
-        bench_md.write_text(
-            "# Benchmarks\n\nResults appended by the scripts in `bench/`, newest last.\n"
-        )
-    with bench_md.open("a") as f:
-        f.write("".join(parts))
+    parts.append(f"\n![CPU LoRA throughput]({common.repo_relative(png)})\n")
+    common.append_benchmarks("".join(parts))
 
 
 def main() -> None:
@@ -327,8 +318,7 @@ def main() -> None:
     for metric, label in METRICS.items():
         print(f"\n{label}:\n{table(medians(results[metric]))}")
     if cfg.record:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
-        png = REPO / "bench" / "results" / f"lora_throughput-{stamp}.png"
+        png = common.stamped_png("lora_throughput")
         plot(
             results,
             png,
@@ -336,7 +326,7 @@ def main() -> None:
             f"rank-{cfg.rank} adapters, median of {cfg.rounds} interleaved rounds",
         )
         record(cfg, results, png)
-        print(f"\nwrote {png.relative_to(REPO)} and appended to BENCHMARKS.md")
+        print(f"\nwrote {common.repo_relative(png)} and appended to BENCHMARKS.md")
 
 
 if __name__ == "__main__":

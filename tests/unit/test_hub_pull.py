@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from hotswap.adapters.service import HubOptions
 from hotswap.adapters.store import Store
 from hotswap.server.app import create_app
-from hotswap.server.engine.interface import AdapterSpec
 from hotswap.server.engine.fake import FakeEngine
-from hotswap.adapters.service import HubOptions
+from hotswap.server.engine.interface import AdapterSpec
 from support.fake_hub import FakeHub, serving
 from support.fakes import make_adapter_dir, service_options, tar_gz
 from support.http import assert_openai_error, wait_ready
@@ -247,6 +247,15 @@ async def test_autoload_single_flight(tmp_path: Path, hub: FakeHub) -> None:
     async with LifespanManager(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         await wait_ready(c)
+        # Validated before resolved: requests refused anyway download nothing.
+        for bad in ({"suffix": "y"}, {"max_tokens": 10_000}, {"prompt": [1 << 30]}):
+            resp = await c.post("/v1/completions", json={"model": REPO, "prompt": "x", **bad})
+            assert_openai_error(resp, 400)
+        resp = await c.post("/v1/chat/completions", json={
+            "model": REPO, "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]})
+        assert_openai_error(resp, 400, "unsupported_parameter")
+        assert hub.downloads[REPO] == 0 and loads == 0
         body = {"model": REPO, "prompt": "x", "max_tokens": 40}
         results = await asyncio.gather(*(c.post("/v1/completions", json=body)
                                          for _ in range(6)))
@@ -372,8 +381,8 @@ async def test_eviction_spares_a_ref_re_pointed_meanwhile(
     """The victims are chosen from a snapshot; an upload landing on a chosen ref before it
     is removed (another thread, another replica) must survive, with its version."""
     from hotswap.adapters import hub_cache
-    from hotswap.adapters.sources.hub import HubRef
     from hotswap.adapters.service import AdapterService
+    from hotswap.adapters.sources.hub import HubRef
     from support.fakes import LIMITS, TINY_SPEC
 
     store = tmp_path / "store"
