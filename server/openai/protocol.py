@@ -8,7 +8,7 @@ not honour are refused explicitly by each endpoint's ``check``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +58,14 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class ResponseHead(BaseModel):
+    """The fields every response body and stream chunk starts with."""
+
+    id: str
+    created: int
+    model: str
+
+
 class TopLogprob(BaseModel):
     token: str
     logprob: float
@@ -85,5 +93,3 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}
 }
-
-ChunkObject = Literal["text_completion", "chat.completion.chunk"]

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hotswap.server.engine.interface import Residency
 from hotswap.server.engine.fake import FakeEngine
+from hotswap.server.engine.interface import Residency
 from support.fakes import make_adapter_dir, tar_gz
 
 

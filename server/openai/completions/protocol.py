@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..protocol import SamplingFields, Usage
+from ..protocol import ResponseHead, SamplingFields, Usage
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
 
@@ -34,11 +34,8 @@ class CompletionChoice(BaseModel):
     token_ids: list[int] | None = None
 
 
-class CompletionResponse(BaseModel):
-    id: str
+class CompletionResponse(ResponseHead):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
 
@@ -50,10 +47,7 @@ class CompletionChunkChoice(BaseModel):
     finish_reason: str | None = None
 
 
-class CompletionChunk(BaseModel):
-    id: str
+class CompletionChunk(ResponseHead):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[CompletionChunkChoice]
     usage: Usage | None = None
