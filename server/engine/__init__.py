@@ -1,1 +1,2 @@
-"""Engine boundary. Only ``vllm.py`` and the vLLM plugins next to it import vllm."""
+"""The engine boundary: ``interface.py`` (what the rest of hotswap may ask), ``vllm.py``
+and ``plugins/`` (the only importers of vLLM), ``fake.py`` (HTTP unit tests)."""

@@ -1,7 +1,7 @@
 """The engine on vLLM's ``AsyncLLM``, in process. The only module that imports vLLM's engine.
 
 The GPU and CPU builds of vLLM share this code; only the wheel differs (and, on
-CPU, the LoRA op fix in ``cpu_lora.py``, loaded by vLLM as a plugin).
+CPU, the LoRA op fix in ``plugins/cpu_lora/``, loaded by vLLM as a plugin).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from .interface import (
     SamplingSpec,
     TokenLogprob,
 )
-from .lora_residency import METHOD as RESIDENCY_METHOD
-from .lora_residency import LoraResidencyExtension
-from .parent_watch import mark_server_process
+from .plugins.lora_residency import METHOD as RESIDENCY_METHOD
+from .plugins.lora_residency import LoraResidencyExtension
+from .plugins.parent_watch import mark_server_process
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,11 @@ class VllmEngine:
             # Per-engine stats feed the vllm:* Prometheus series on /metrics.
             disable_log_stats=False,
             enable_log_requests=False,
-            # Adds the worker method adapter_residency() calls (see lora_residency.py).
+            # Adds the worker method adapter_residency() calls (see plugins/lora_residency.py).
             worker_extension_cls=_qualname(LoraResidencyExtension),
         )
         log.info("starting vLLM engine for %s (dtype=%s)", options.model, options.dtype)
-        # The engine's processes watch this one and end with it (parent_watch.py).
+        # The engine's processes watch this one and end with it (plugins/parent_watch.py).
         mark_server_process()
         llm = AsyncLLM.from_engine_args(args)
         return cls(llm, options)

@@ -291,5 +291,6 @@ def test_kill_9_during_uploads_then_restart(
     assert Store(store).verify() == []
     assert Store(store).resolve("good").digest == good_digest
 
-    # The engine's processes end with the server (parent_watch.py), holding no memory.
+    # The engine's processes end with the server (server/engine/plugins/parent_watch.py),
+    # holding no memory.
     assert survivors == []

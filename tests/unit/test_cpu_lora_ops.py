@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-from hotswap.server.engine import cpu_lora
-from hotswap.server.engine.cpu_lora import TokenGroups
+from hotswap.server.engine.plugins import cpu_lora
+from hotswap.server.engine.plugins.cpu_lora import TokenGroups
 
 SLOTS = 4
 RANK = 8

@@ -1,6 +1,6 @@
-"""The vLLM plugin that ends engine processes with the hotswap server (parent_watch.py),
-on real processes: a stand-in server starts a child that registers the plugin, the server
-is SIGKILLed, and the child must end on its own."""
+"""The vLLM plugin that ends engine processes with the hotswap server
+(plugins/parent_watch.py), on real processes: a stand-in server starts a child that
+registers the plugin, the server is SIGKILLed, and the child must end on its own."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import psutil
 import pytest
 
-CHILD = ("from hotswap.server.engine.parent_watch import register; register(); "
+CHILD = ("from hotswap.server.engine.plugins.parent_watch import register; register(); "
          "import time; time.sleep(120)")
 
 
@@ -52,7 +52,7 @@ def test_forked_engine_process_ends_with_a_killed_server() -> None:
     # vLLM's default off CPU: the engine core is forked and does not run plugins again.
     server = subprocess.Popen([sys.executable, "-c", (
         "import os, time\n"
-        "from hotswap.server.engine.parent_watch import mark_server_process\n"
+        "from hotswap.server.engine.plugins.parent_watch import mark_server_process\n"
         "mark_server_process()\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
@@ -73,7 +73,7 @@ def test_forked_engine_process_ends_with_a_killed_server() -> None:
 
 
 def test_register_in_the_server_itself_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hotswap.server.engine import parent_watch
+    from hotswap.server.engine.plugins import parent_watch
 
     monkeypatch.setenv(parent_watch.ENV, str(os.getpid()))
     monkeypatch.setattr(parent_watch, "_started", False)

@@ -1,0 +1,159 @@
+"""Facts about stacked LoRA weights, packed weights and their matmuls, per-step rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .groups import TokenGroups, _slot
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The tensor's version counter; None for tensors that track none (inference mode)."""
+    try:
+        return int(tensor._version)
+    except RuntimeError:
+        return None
+
+
+@dataclass(frozen=True)
+class _StackFacts:
+    """What the slots of one stacked LoRA tensor hold, for one version of it."""
+
+    #: The slot has a non-zero weight (a zero B means the adapter skips this module).
+    live: tuple[bool, ...]
+    #: 1 + the last non-zero index along the rank axis (adapters are zero-padded to
+    #: max_lora_rank inside vLLM); 0 for a dead slot.
+    rank: tuple[int, ...]
+
+    @classmethod
+    def of(cls, stacked: torch.Tensor, rank_axis: int) -> _StackFacts:
+        w = stacked.view(stacked.shape[0], stacked.shape[-2], stacked.shape[-1])
+        used = w.ne(0).any(dim=2 if rank_axis == 1 else 1)  # [slots, rank]
+        positions = torch.arange(1, used.shape[1] + 1)
+        rank = (used * positions).amax(dim=1)
+        return cls(live=tuple((rank > 0).tolist()), rank=tuple(rank.tolist()))
+
+
+class _Gemm:
+    """``x @ w.T`` for one packed weight ``w [out, in]``.
+
+    For bf16 it goes through the oneDNN matmul vLLM's CPU build uses for its own linear
+    layers, with the primitive created once per pack: at LoRA sizes that halves the cost
+    of a torch bf16 matmul (~10 vs ~20 us), which is mostly per-call setup. Otherwise
+    (float32, a build without oneDNN, or a CPU oneDNN has no bf16 matmul for, e.g.
+    without AVX-512) a plain torch matmul, as vLLM's own linear layers fall back.
+    """
+
+    def __init__(self, w: torch.Tensor) -> None:
+        self.w = w
+        self._handler: Any = None
+        if w.dtype == torch.bfloat16:
+            from vllm import _custom_ops as ops
+
+            if ops._supports_onednn:
+                try:
+                    self._handler = ops.create_onednn_mm(w.t(), 32)
+                except RuntimeError:
+                    # "could not create a primitive descriptor": no bf16 kernel here.
+                    self._handler = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._handler is None or x.dtype != self.w.dtype:
+            return x.to(self.w.dtype) @ self.w.t()
+        from vllm import _custom_ops as ops
+
+        out: torch.Tensor = ops.onednn_mm(self._handler, x.contiguous(), None)
+        return out
+
+    def add_into(self, y: torch.Tensor, x: torch.Tensor) -> None:
+        """``y += x @ w.T`` in place; ``y`` may be a column slice of a wider output."""
+        if self._handler is None and y.dtype == x.dtype == self.w.dtype:
+            y.addmm_(x, self.w.t())
+        else:
+            y.add_(self(x))
+
+
+@dataclass(frozen=True)
+class _Pack:
+    """Some adapters' weights for one module, packed for the masked formulation.
+
+    ``shrink.w`` (A): ``[slices * width, in]``, rows ordered (slice, slot, rank), where
+    ``width = len(slots) * rank``. ``expand.w`` (B): block-diagonal ``[sum(out_sizes),
+    slices * width]``, slice i's ``[out_i, width]`` block (columns ordered slot, rank)
+    on the diagonal, so that all slices expand in one matmul; the zeros cost fewer
+    FLOPs than separate matmuls cost in per-call overhead at these sizes. A pack for a
+    shrink alone has no B, one for an expand alone no A.
+    """
+
+    slots: tuple[int, ...]
+    rank: int
+    out_sizes: tuple[int, ...]
+    shrink: _Gemm | None
+    expand: _Gemm | None
+
+    @property
+    def width(self) -> int:
+        return len(self.slots) * self.rank
+
+    def b_block(self, slice_idx: int) -> torch.Tensor:
+        """Slice ``slice_idx``'s ``[out_i, width]`` block of B (a view)."""
+        assert self.expand is not None, "a shrink-only pack has no B"
+        start = sum(self.out_sizes[:slice_idx])
+        cols = slice_idx * self.width
+        return self.expand.w[start : start + self.out_sizes[slice_idx], cols : cols + self.width]
+
+
+def _slot_rows(stacked: torch.Tensor, slot: int, rank: int) -> torch.Tensor:
+    """Slot's A as ``[rank, in]`` (stacked A is ``[slots, (1,) max_rank, in]``)."""
+    return _slot(stacked, slot)[:rank]
+
+
+def _slot_cols(stacked: torch.Tensor, slot: int, rank: int) -> torch.Tensor:
+    """Slot's B as ``[out, rank]`` (stacked B is ``[slots, (1,) out, max_rank]``)."""
+    return _slot(stacked, slot)[:, :rank]
+
+
+class _StepRows:
+    """One step's rows (tokens, or sampled positions for logits) and their adapters."""
+
+    def __init__(self, slots_of_rows: torch.Tensor) -> None:
+        self.index = slots_of_rows
+        present = torch.unique(slots_of_rows).tolist() if slots_of_rows.numel() else []
+        #: Slots with at least one row, ascending.
+        self.present: tuple[int, ...] = tuple(int(s) for s in present if s >= 0)
+        #: Every row has an adapter (no base request in the step).
+        self.covered = bool(present) and present[0] >= 0
+        self._groups: TokenGroups | None = None
+        self._onehots: dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] = {}
+        self._masks: dict[tuple[tuple[int, ...], int, torch.dtype], torch.Tensor] = {}
+
+    @property
+    def groups(self) -> TokenGroups:
+        if self._groups is None:
+            self._groups = TokenGroups.from_indices(self.index)
+        return self._groups
+
+    def needs_mask(self, slots: tuple[int, ...]) -> bool:
+        """False when every row uses the single slot given: the mask would be all ones."""
+        return not (self.covered and slots == self.present)
+
+    def onehot(self, slots: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """``[rows, len(slots)]``: 1 where the row's adapter is that slot."""
+        key = (slots, dtype)
+        hit = self._onehots.get(key)
+        if hit is None:
+            hit = self.index.unsqueeze(1).eq(torch.tensor(slots).unsqueeze(0)).to(dtype)
+            self._onehots[key] = hit
+        return hit
+
+    def mask(self, slots: tuple[int, ...], rank: int, dtype: torch.dtype) -> torch.Tensor:
+        """``[rows, len(slots) * rank]``: the one-hot repeated over each slot's rank."""
+        key = (slots, rank, dtype)
+        hit = self._masks.get(key)
+        if hit is None:
+            hit = self.onehot(slots, dtype).repeat_interleave(rank, dim=1)
+            self._masks[key] = hit
+        return hit
