@@ -1,68 +1,31 @@
-"""Content-addressed adapter store on a local or shared folder.
-
-Layout under ``root``::
-
-    versions/<digest>/manifest.json    immutable once visible
-    versions/<digest>/adapter/...      the adapter files (what the engine loads)
-    refs/<name>/<tag>                  one line: the digest ("latest" is the default tag)
-    tmp/                               staging, commits in progress, trash
-    lock                               fcntl.flock target for writers
-
-Crash safety comes from building everything under ``tmp/`` (same filesystem) and making
-it visible with one ``rename``: a version dir appears whole with its manifest, a ref file
-is replaced whole. A crash leaves at most unreferenced entries in ``tmp/`` (removed by
-:meth:`Store.recover` after a grace period) or a complete version no ref points to yet
-(removed only by :meth:`Store.gc`).
-
-Concurrency: several processes (server replicas) may share the folder. Writers take an
-exclusive ``flock`` on ``lock`` for the short publish step only; admission and hashing run
-before it. Readers take no lock: every visible file is complete. ``flock`` (not
-``lockf``) so two ``Store`` objects in one process also exclude each other; on Linux NFS
-it is mapped to POSIX byte-range locks and works across hosts.
-"""
+"""The :class:`Store`: adapter versions and refs in one folder (see the package docstring)."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from .admission import AdmissionLimits, BaseModelSpec, admit
-from .errors import (
-    AdapterNotFound,
-    StoreBusy,
-    StoreCorrupt,
-    VersionNotFound,
-)
-from .manifest import (
-    BaseModelRef,
-    FileEntry,
-    Manifest,
-    content_digest,
-    is_digest,
-    is_source,
-)
-from .names import DEFAULT_TAG, NAME_PATTERN, parse_ref, validate_name, validate_tag
-from .sources.local import import_dir
+from ..admission import AdmissionLimits, BaseModelSpec, admit
+from ..errors import AdapterNotFound, StoreCorrupt, VersionNotFound
+from ..manifest import Manifest, is_digest, is_source
+from ..names import DEFAULT_TAG, parse_ref, validate_name, validate_tag
+from ..sources.local import import_dir
+from . import refs
+from .commit import build_commit
+from .fs import discard, fsync_dir
+from .layout import Layout
+from .lock import writer_lock
+from .manifests import ManifestCache, named
+from .verify import find_problems
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_FILE = "manifest.json"
-ADAPTER_DIR = "adapter"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -83,18 +46,11 @@ class Store:
         """``tmp_grace``: age after which :meth:`recover` deletes ``tmp/`` entries. It must
         exceed the longest upload, since another replica may still be writing there."""
         self.root = root
-        self._versions = root / "versions"
-        self._refs = root / "refs"
-        self._tmp = root / "tmp"
-        self._lock_path = root / "lock"
+        self._layout = Layout(root)
         self._lock_timeout = lock_timeout
         self._tmp_grace = tmp_grace
-        # Versions are immutable, so a manifest once read stays true (while it exists).
-        self._manifests: dict[str, Manifest] = {}
-        # (st_dev, st_ino, st_mtime_ns) of each cached manifest file: a version deleted and
-        # stored again (new created_at, source) by another process is read afresh.
-        self._manifest_stamps: dict[str, tuple[int, int, int]] = {}
-        for d in (self._versions, self._refs, self._tmp):
+        self._manifests = ManifestCache(self._layout)
+        for d in (self._layout.versions, self._layout.refs, self._layout.tmp):
             d.mkdir(parents=True, exist_ok=True)
 
     # --- writing -------------------------------------------------------------------------
@@ -103,7 +59,7 @@ class Store:
     def staging(self) -> Iterator[Path]:
         """An empty directory inside the store for a source to fill; removed on exit
         (after :meth:`add` has taken what it keeps)."""
-        path = Path(tempfile.mkdtemp(prefix="stage-", dir=self._tmp))
+        path = Path(tempfile.mkdtemp(prefix="stage-", dir=self._layout.tmp))
         try:
             yield path
         finally:
@@ -114,7 +70,7 @@ class Store:
         staged_dir: Path,
         *,
         name: str,
-        tag: str = "latest",
+        tag: str = DEFAULT_TAG,
         source: str,
         spec: BaseModelSpec,
         limits: AdmissionLimits,
@@ -131,47 +87,26 @@ class Store:
         validate_tag(tag)
         if not is_source(source):
             raise ValueError(f"bad source {source!r}: upload | path:<abs> | hub:<repo>@<rev>")
-        if staged_dir.resolve().parent != self._tmp.resolve():
+        if staged_dir.resolve().parent != self._layout.tmp.resolve():
             with self.staging() as own:
                 import_dir(staged_dir, own, limits)
                 return self.add(own, name=name, tag=tag, source=source, spec=spec, limits=limits)
 
         report = admit(staged_dir, spec, limits)
-        commit = Path(tempfile.mkdtemp(prefix="commit-", dir=self._tmp))
+        commit = Path(tempfile.mkdtemp(prefix="commit-", dir=self._layout.tmp))
         try:
-            os.chmod(commit, 0o755)  # mkdtemp's 0700 would hide it from other users
-            adapter = commit / ADAPTER_DIR
-            adapter.mkdir()
-            files = [self._take_file(staged_dir, adapter, rel) for rel in report.files]
-            digest = content_digest(files)
-            manifest = Manifest(
-                name=name,
-                digest=digest,
-                peft_type=report.peft_type,
-                rank=report.rank,
-                alpha=report.alpha,
-                target_modules=report.target_modules,
-                num_virtual_tokens=report.num_virtual_tokens,
-                base_model=BaseModelRef(model_id=spec.model_id, fingerprint=spec.fingerprint),
-                declared_base_model=report.declared_base_model,
-                files=tuple(files),
-                size_bytes=sum(f.size for f in files),
-                created_at=datetime.now(UTC),
-                source=source,
-                warnings=report.warnings,
-            )
-            _write_new_file(commit / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
-            _fsync(adapter)
-            _fsync(commit)
+            manifest = build_commit(commit, staged_dir, report, name=name, spec=spec,
+                                    source=source)
+            digest = manifest.digest
             with self._lock():
-                final = self._versions / digest
+                final = self._layout.versions / digest
                 if final.exists():
                     # Same content already stored (maybe under another name): reuse it.
-                    manifest = self._load_manifest(digest)
+                    manifest = self._manifests.load(digest)
                     logger.info("version %s already stored; reusing it", digest)
                 else:
                     os.rename(commit, final)
-                    _fsync(self._versions)
+                    fsync_dir(self._layout.versions)
                     logger.info("stored version %s (%s)", digest, report.peft_type)
                 self._write_ref(name, tag, digest)
         finally:
@@ -186,7 +121,7 @@ class Store:
         if not is_digest(digest):
             raise VersionNotFound(f"{digest!r} is not a sha256 digest")
         with self._lock():
-            if not (self._versions / digest / MANIFEST_FILE).is_file():
+            if not self._layout.has_version(digest):
                 raise VersionNotFound(f"no stored version {digest}")
             self._write_ref(name, tag, digest)
         logger.info("%s:%s -> %s", name, tag, digest)
@@ -197,15 +132,11 @@ class Store:
         The version stays until :meth:`gc`. Returns whether the tag was removed."""
         with self._lock():
             try:
-                if self._read_ref(name, tag) != digest:
+                if refs.read_ref(self._layout, name, tag) != digest:
                     return False
             except StoreCorrupt:
                 return False
-            name_dir = self._refs / name
-            (name_dir / tag).unlink()
-            _fsync(name_dir)
-            with contextlib.suppress(OSError):  # not empty: other tags remain
-                name_dir.rmdir()
+            refs.remove_ref(self._layout, name, tag)
         logger.info("removed %s:%s (was %s)", name, tag, digest)
         return True
 
@@ -214,33 +145,30 @@ class Store:
         ``name:tag``: remove that tag only (its version stays until :meth:`gc`)."""
         parsed = parse_ref(ref)
         with self._lock():
-            name_dir = self._refs / parsed.name
             if parsed.tag is not None:
                 try:
-                    (name_dir / parsed.tag).unlink()
+                    refs.remove_ref(self._layout, parsed.name, parsed.tag)
                 except FileNotFoundError:
                     raise AdapterNotFound(f"adapter {ref} not found") from None
-                _fsync(name_dir)
-                with contextlib.suppress(OSError):  # not empty: other tags remain
-                    name_dir.rmdir()
                 logger.info("deleted tag %s", ref)
                 return
+            name_dir = self._layout.refs / parsed.name
             if not name_dir.is_dir():
                 raise AdapterNotFound(f"adapter {ref} not found")
-            digests = set(self._read_tags(parsed.name, strict=True).values())
+            digests = set(refs.read_tags(self._layout, parsed.name, strict=True).values())
             # One rename removes every tag at once; readers never see half a name.
-            self._discard(name_dir, self._refs)
-            for digest in digests - self._referenced():
+            discard(name_dir, self._layout.refs, self._layout.tmp)
+            for digest in digests - refs.referenced(self._layout):
                 self._remove_version(digest)
             logger.info("deleted adapter %s", ref)
 
     def gc(self) -> list[str]:
         """Remove versions no ref points to; return their digests."""
         with self._lock():
-            referenced = self._referenced()
+            referenced = refs.referenced(self._layout)
             removed = [
                 d.name
-                for d in sorted(self._versions.iterdir())
+                for d in sorted(self._layout.versions.iterdir())
                 if d.name not in referenced and is_digest(d.name)
             ]
             for digest in removed:
@@ -254,7 +182,7 @@ class Store:
         crashes) and log refs that point at missing versions. Never deletes versions."""
         now = time.time()
         with self._lock():
-            for entry in self._tmp.iterdir():
+            for entry in self._layout.tmp.iterdir():
                 try:
                     age = now - entry.lstat().st_mtime
                 except FileNotFoundError:
@@ -266,9 +194,9 @@ class Store:
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
-            for name, tags in self._all_refs(strict=False).items():
+            for name, tags in refs.all_refs(self._layout, strict=False).items():
                 for tag, digest in tags.items():
-                    if not (self._versions / digest / MANIFEST_FILE).is_file():
+                    if not self._layout.has_version(digest):
                         logger.warning("ref %s:%s points at missing version %s", name, tag, digest)
 
     # --- reading -------------------------------------------------------------------------
@@ -277,25 +205,25 @@ class Store:
         """The manifest ``name`` or ``name:tag`` points to, carrying the requested name."""
         parsed = parse_ref(ref)
         tag = parsed.effective_tag
-        digest = _ref_digest(f"{os.fspath(self._refs)}/{parsed.name}/{tag}", parsed.name, tag)
+        digest = refs.ref_digest(self._layout.ref_path(parsed.name, tag), parsed.name, tag)
         if digest is None:
             raise AdapterNotFound(f"adapter {ref} not found")
         try:
-            manifest = self._load_manifest(digest)
+            manifest = self._manifests.load(digest)
         except VersionNotFound:
             # The name was deleted between reading the ref and the version.
             raise AdapterNotFound(f"adapter {ref} not found") from None
-        return _named(manifest, parsed.name)
+        return named(manifest, parsed.name)
 
     def path(self, manifest: Manifest) -> Path:
         """The directory to hand the engine: the version's adapter files."""
-        return self._versions / manifest.digest / ADAPTER_DIR
+        return self._layout.adapter_dir(manifest.digest)
 
     def version(self, digest: str) -> Manifest:
         """The manifest of a version by digest; raises :class:`VersionNotFound`."""
         if not is_digest(digest):
             raise VersionNotFound(f"{digest!r} is not a sha256 digest")
-        return self._load_manifest(digest)
+        return self._manifests.load(digest)
 
     def verify(self) -> list[str]:
         """Re-check everything readers can see; return the problems (empty: consistent).
@@ -308,71 +236,7 @@ class Store:
         skipped, not reported. ``tmp/`` is not checked (nothing in it is visible), nor are
         non-digest names under ``versions/`` (:meth:`gc` ignores them too).
         """
-        problems: list[str] = []
-        for vdir in sorted(self._versions.iterdir()):
-            if is_digest(vdir.name):
-                found = self._verify_version(vdir)
-                if found and vdir.exists():  # else deleted meanwhile: not a problem
-                    problems += found
-        for ref_file in sorted(self._refs.glob("*/*")):
-            name, tag = ref_file.parent.name, ref_file.name
-            if not (NAME_PATTERN.fullmatch(name) and NAME_PATTERN.fullmatch(tag)):
-                continue  # not ours, as in _read_tags
-            if ref_file.is_dir():
-                problems.append(f"ref {name}:{tag} is a directory, not a ref file")
-                continue
-            try:
-                digest = self._read_ref(name, tag)
-            except StoreCorrupt as exc:
-                problems.append(exc.message)
-                continue
-            if (digest is not None and not (self._versions / digest / MANIFEST_FILE).is_file()
-                    and self._read_ref(name, tag) == digest):  # not deleted meanwhile
-                problems.append(f"ref {name}:{tag} points at missing version {digest}")
-        return problems
-
-    def _verify_version(self, vdir: Path) -> list[str]:
-        digest = vdir.name
-        try:
-            manifest = Manifest.model_validate_json((vdir / MANIFEST_FILE).read_bytes())
-        except (OSError, ValidationError) as exc:
-            return [f"version {digest}: no readable {MANIFEST_FILE} ({type(exc).__name__})"]
-        problems = []
-        if manifest.digest != digest:
-            problems.append(f"version {digest}: its manifest is that of {manifest.digest}")
-        if content_digest(manifest.files) != digest:
-            problems.append(f"version {digest}: content digest of the manifest's files differs")
-        if manifest.size_bytes != sum(f.size for f in manifest.files):
-            problems.append(f"version {digest}: size_bytes is not the sum of the file sizes")
-        adapter = vdir / ADAPTER_DIR
-        for entry in manifest.files:
-            rel = Path(entry.path)
-            if rel.is_absolute() or ".." in rel.parts:
-                problems.append(f"version {digest}: file path {entry.path!r} leaves the version")
-                continue
-            path = adapter / rel
-            h, size = hashlib.sha256(), 0
-            try:
-                if path.is_symlink() or not path.is_file():
-                    raise FileNotFoundError(path)
-                with open(path, "rb") as f:
-                    while chunk := f.read(CHUNK):
-                        h.update(chunk)
-                        size += len(chunk)
-            except OSError:
-                problems.append(f"version {digest}: {entry.path} is missing or unreadable")
-                continue
-            if size != entry.size:
-                problems.append(f"version {digest}: {entry.path} has {size} bytes, "
-                                f"manifest says {entry.size}")
-            elif h.hexdigest() != entry.sha256:
-                problems.append(f"version {digest}: {entry.path} sha256 differs from manifest")
-        listed = {f.path for f in manifest.files}
-        for p in sorted(adapter.rglob("*")):
-            rel_path = p.relative_to(adapter).as_posix()
-            if (p.is_symlink() or not p.is_dir()) and rel_path not in listed:
-                problems.append(f"version {digest}: {rel_path} is not in the manifest")
-        return problems
+        return find_problems(self._layout)
 
     def list(self) -> list[AdapterEntry]:
         """Every name, sorted. One directory listing per name and one small read per tag
@@ -380,14 +244,14 @@ class Store:
         after one ``stat``."""
         return [
             AdapterEntry(name=name, tags=tags, latest=self._latest(name, tags))
-            for name, tags in sorted(self._all_refs(strict=False).items())
+            for name, tags in sorted(refs.all_refs(self._layout, strict=False).items())
         ]
 
     def entry(self, name: str) -> AdapterEntry | None:
         """One name's :class:`AdapterEntry` (what :meth:`list` holds for it), or None if
         it has no tags. Reads only that name's refs, whatever the size of the store."""
         validate_name(name)
-        tags = self._read_tags(name, strict=False)
+        tags = refs.read_tags(self._layout, name, strict=False)
         return AdapterEntry(name=name, tags=tags, latest=self._latest(name, tags)) if tags else None
 
     def _latest(self, name: str, tags: Mapping[str, str]) -> Manifest | None:
@@ -395,199 +259,22 @@ class Store:
         if digest is None:
             return None
         try:
-            return _named(self._load_manifest(digest), name)
+            return named(self._manifests.load(digest), name)
         except (VersionNotFound, StoreCorrupt):
             return None
 
     # --- internals -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        # A fresh open per acquisition: flock belongs to the open file description, so
-        # threads and Store objects in one process exclude each other too.
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + self._lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StoreBusy(
-                            f"store {self.root} is locked by another writer; retry later"
-                        ) from None
-                    time.sleep(0.02)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
-    def _take_file(self, staged: Path, adapter: Path, rel: str) -> FileEntry:
-        dst = adapter / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged / rel, dst)
-        h = hashlib.sha256()
-        size = 0
-        with open(dst, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-            os.fsync(f.fileno())
-        os.chmod(dst, 0o444)  # a reminder, not a guarantee: versions are immutable
-        return FileEntry(path=rel, sha256=h.hexdigest(), size=size)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return writer_lock(self._layout, self._lock_timeout)
 
     def _write_ref(self, name: str, tag: str, digest: str) -> None:
-        name_dir = self._refs / name
-        name_dir.mkdir(exist_ok=True)
-        tmp = self._tmp / f"ref-{uuid.uuid4().hex}"
-        try:
-            _write_new_file(tmp, f"{digest}\n".encode())
-            os.replace(tmp, name_dir / tag)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync(name_dir)
-        _fsync(self._refs)
-
-    def _read_ref(self, name: str, tag: str) -> str | None:
-        try:
-            text = (self._refs / name / tag).read_text()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        digest = text.strip()
-        if not is_digest(digest):
-            raise StoreCorrupt(f"ref {name}:{tag} does not hold a digest")
-        return digest
-
-    def _read_tags(self, name: str, *, strict: bool) -> dict[str, str]:
-        """Tags of ``name``. A corrupt ref raises when ``strict`` (anything that deletes
-        must not guess), else it is logged and skipped (listing, start-up)."""
-        tags: dict[str, str] = {}
-        # Plain str paths and os calls: pathlib objects cost more than the syscalls here.
-        name_dir = f"{os.fspath(self._refs)}/{name}"
-        try:
-            tag_names = sorted(os.listdir(name_dir))
-        except (FileNotFoundError, NotADirectoryError):
-            return tags
-        for tag in tag_names:
-            if not NAME_PATTERN.fullmatch(tag):
-                continue  # not ours (editor backups, NFS silly-renames)
-            try:
-                digest = _ref_digest(f"{name_dir}/{tag}", name, tag)
-            except StoreCorrupt:
-                if strict:
-                    raise
-                logger.warning("skipping corrupt ref %s:%s", name, tag)
-                continue
-            if digest is not None:
-                tags[tag] = digest
-        return tags
-
-    def _all_refs(self, *, strict: bool) -> dict[str, dict[str, str]]:
-        refs: dict[str, dict[str, str]] = {}
-        for name in os.listdir(self._refs):
-            if NAME_PATTERN.fullmatch(name):
-                tags = self._read_tags(name, strict=strict)
-                if tags:
-                    refs[name] = tags
-        return refs
-
-    def _referenced(self) -> set[str]:
-        return {d for tags in self._all_refs(strict=True).values() for d in tags.values()}
-
-    def _load_manifest(self, digest: str) -> Manifest:
-        path = f"{os.fspath(self._versions)}/{digest}/{MANIFEST_FILE}"
-        cached = self._manifests.get(digest)
-        if cached is not None:
-            # One stat: the version still exists and is the one that was read.
-            try:
-                st = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                st = None
-            if st is not None and self._manifest_stamps.get(digest) == _stamp(st):
-                return cached
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
-            self._manifests.pop(digest, None)
-            raise VersionNotFound(f"no stored version {digest}") from None
-        try:
-            stamp = _stamp(os.fstat(fd))
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                raw = f.read()
-        finally:
-            os.close(fd)
-        try:
-            manifest = Manifest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise StoreCorrupt(f"manifest of version {digest} is unreadable: {exc}") from exc
-        if manifest.digest != digest:
-            raise StoreCorrupt(f"version dir {digest} holds the manifest of {manifest.digest}")
-        self._manifests[digest] = manifest
-        self._manifest_stamps[digest] = stamp
-        return manifest
+        # A method, not a direct call, so tests can fail the step between version and ref.
+        refs.write_ref(self._layout, name, tag, digest)
 
     def _remove_version(self, digest: str) -> None:
-        self._manifests.pop(digest, None)
-        path = self._versions / digest
+        self._manifests.forget(digest)
+        path = self._layout.versions / digest
         if path.exists():
-            self._discard(path, self._versions)
+            discard(path, self._layout.versions, self._layout.tmp)
             logger.info("removed version %s", digest)
-
-    def _discard(self, path: Path, parent: Path) -> None:
-        """Make ``path`` vanish atomically (rename into tmp/), then delete it at leisure."""
-        trash = self._tmp / f"trash-{uuid.uuid4().hex}"
-        os.rename(path, trash)
-        _fsync(parent)
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def _ref_digest(path: str, name: str, tag: str) -> str | None:
-    """The digest in the ref file at ``path`` (``name:tag``), None if there is none."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        data = os.read(fd, 128)  # a ref is 65 bytes; read on only if something is odd
-        if len(data) == 128:
-            while chunk := os.read(fd, 1 << 16):
-                data += chunk
-    except IsADirectoryError:
-        raise StoreCorrupt(f"ref {name}:{tag} is a directory, not a ref file") from None
-    finally:
-        os.close(fd)
-    digest = data.decode(errors="replace").strip()
-    if not is_digest(digest):
-        raise StoreCorrupt(f"ref {name}:{tag} does not hold a digest")
-    return digest
-
-
-def _stamp(st: os.stat_result) -> tuple[int, int, int]:
-    return st.st_dev, st.st_ino, st.st_mtime_ns
-
-
-def _named(manifest: Manifest, name: str) -> Manifest:
-    """``manifest`` carrying ``name``; the cached object itself when it already does
-    (manifests are frozen, so sharing one is safe)."""
-    return manifest if manifest.name == name else manifest.model_copy(update={"name": name})
-
-
-def _write_new_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync(path: Path) -> None:
-    """fsync a directory, so the renames and creations in it survive power loss."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some network filesystems refuse fsync on directories; rename is still atomic.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)

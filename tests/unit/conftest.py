@@ -7,12 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from hotswap.server.app import create_app
 from hotswap.server.engine.fake import FakeEngine
+from support.app import in_process, make_app
 from support.fakes import make_adapter_dir, service_options
-from support.http import wait_ready
 
 
 @pytest.fixture
@@ -21,17 +19,14 @@ def fake_engine() -> FakeEngine:
 
 
 @pytest.fixture
-async def app(fake_engine: FakeEngine, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    async def factory() -> FakeEngine:
-        return fake_engine
-
+def app(fake_engine: FakeEngine, tmp_path: Path) -> FastAPI:
+    """The app with two stored adapters (sql-writer, extract) and one --import-root."""
     adapters = [("sql-writer", make_adapter_dir(tmp_path, "a", seed=1)),
                 ("extract", make_adapter_dir(tmp_path, "b", seed=2))]
     import_root = tmp_path / "imports"
     import_root.mkdir()
-    application = create_app(factory, service_options(tmp_path, (import_root,)), adapters)
-    async with LifespanManager(application):
-        yield application
+    return make_app(tmp_path, fake_engine, options=service_options(tmp_path, (import_root,)),
+                    adapters=adapters)
 
 
 @pytest.fixture
@@ -42,7 +37,5 @@ def import_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        await wait_ready(c)
+    async with in_process(app) as c:
         yield c

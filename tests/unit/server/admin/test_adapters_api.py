@@ -17,15 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hotswap.adapters import errors as reg
-from hotswap.server.app import create_app
 from hotswap.server.config import Settings
 from hotswap.server.engine.fake import FakeEngine
 from hotswap.server.errors import from_exception
+from support.app import app_client
 from support.fakes import LIMITS, TINY_LLAMA_CONFIG, make_adapter_dir, service_options, tar_gz
-from support.http import assert_openai_error, wait_ready
+from support.http import assert_openai_error
 
 
 def chat(model: str, **extra: Any) -> dict[str, Any]:
@@ -313,14 +312,7 @@ async def test_vllm_load_refuses_paths_outside_import_root(
 async def test_second_app_on_same_store_sees_uploads(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    async def factory() -> FakeEngine:
-        return FakeEngine(model_name="fake-base")
-
-    other = create_app(factory, service_options(tmp_path))
-    async with LifespanManager(other), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=other), base_url="http://other"
-    ) as c2:
-        await wait_ready(c2)
+    async with app_client(tmp_path, FakeEngine(model_name="fake-base")) as c2:
         resp = await upload(client, tar_gz(make_adapter_dir(tmp_path / "s", "shared")), "shared")
         assert resp.status_code == 201
         served = await c2.post("/v1/completions", json={"model": "shared", "prompt": "x"})
@@ -368,15 +360,8 @@ async def test_admission_policy_is_published(client: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_base_config_makes_registry_read_only(tmp_path: Path) -> None:
-    async def factory() -> FakeEngine:
-        return FakeEngine(model_name="fake-base")
-
     options = replace(service_options(tmp_path), base_spec=lambda: None)
-    app = create_app(factory, options)
-    async with LifespanManager(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as c:
-        await wait_ready(c)
+    async with app_client(tmp_path, FakeEngine(model_name="fake-base"), options=options) as c:
         resp = await upload(c, tar_gz(make_adapter_dir(tmp_path / "s", "x")), "x")
         assert_openai_error(resp, 503, "admission_unavailable")
         assert (await c.get("/v1/adapters")).json()["data"] == []

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from hotswap.adapters.service import HubOptions
 from hotswap.adapters.store import Store
-from hotswap.server.app import create_app
 from hotswap.server.engine.fake import FakeEngine
 from hotswap.server.engine.interface import AdapterSpec
+from support.app import app_client
 from support.fake_hub import FakeHub, serving
 from support.fakes import make_adapter_dir, service_options, tar_gz
-from support.http import assert_openai_error, wait_ready
+from support.http import assert_openai_error
 
 REPO = "Org/Tiny-LoRA"
 NAME = "org--tiny-lora"
@@ -58,16 +57,9 @@ def hub_options(hub: FakeHub) -> HubOptions:
 @pytest.fixture
 async def server(tmp_path: Path, hub_options: HubOptions) -> AsyncIterator[Server]:
     engine = FakeEngine()
-
-    async def factory() -> FakeEngine:
-        return engine
-
-    app = create_app(factory, replace(service_options(tmp_path), hub=hub_options))
-    srv = Server(httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                   base_url="http://test"), engine, tmp_path / "store")
-    async with LifespanManager(app), srv.client:
-        await wait_ready(srv.client)
-        yield srv
+    options = replace(service_options(tmp_path), hub=hub_options)
+    async with app_client(tmp_path, engine, options=options) as client:
+        yield Server(client, engine, tmp_path / "store")
 
 
 def age(store: Path, name: str, seconds: float = 600, tag: str = "latest") -> None:
@@ -144,14 +136,8 @@ async def test_pull_refusals_store_nothing(server: Server, hub: FakeHub, repo: s
 
 
 async def test_no_allowlist_refuses_every_pull(tmp_path: Path, hub: FakeHub) -> None:
-    async def factory() -> FakeEngine:
-        return FakeEngine()
-
-    app = create_app(factory, replace(service_options(tmp_path),
-                                      hub=HubOptions(endpoint=hub.url)))
-    async with LifespanManager(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        await wait_ready(c)
+    options = replace(service_options(tmp_path), hub=HubOptions(endpoint=hub.url))
+    async with app_client(tmp_path, options=options) as c:
         resp = await c.post("/v1/adapters/pull", json={"repo": REPO})
         assert_openai_error(resp, 403, "hub_repo_not_allowed")
         assert "--hub-allow" in resp.json()["error"]["message"]
@@ -212,14 +198,9 @@ async def test_concurrent_identical_pulls_download_once(server: Server, hub: Fak
 
 
 async def test_autoload_off_is_model_not_found(tmp_path: Path, hub: FakeHub) -> None:
-    async def factory() -> FakeEngine:
-        return FakeEngine()
-
-    app = create_app(factory, replace(service_options(tmp_path),
-                                      hub=HubOptions(allow=("org",), endpoint=hub.url)))
-    async with LifespanManager(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        await wait_ready(c)
+    options = replace(service_options(tmp_path),
+                      hub=HubOptions(allow=("org",), endpoint=hub.url))
+    async with app_client(tmp_path, options=options) as c:
         resp = await c.post("/v1/completions", json={"model": REPO, "prompt": "x"})
         assert_openai_error(resp, 404, "model_not_found")
     assert hub.downloads[REPO] == 0
@@ -239,14 +220,9 @@ async def test_autoload_single_flight(tmp_path: Path, hub: FakeHub) -> None:
 
     engine.add_adapter = counting_add  # type: ignore[method-assign]
 
-    async def factory() -> FakeEngine:
-        return engine
-
     options = HubOptions(allow=(REPO.lower(),), autoload=True, endpoint=hub.url)
-    app = create_app(factory, replace(service_options(tmp_path), hub=options))
-    async with LifespanManager(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        await wait_ready(c)
+    async with app_client(tmp_path, engine,
+                          options=replace(service_options(tmp_path), hub=options)) as c:
         # Validated before resolved: requests refused anyway download nothing.
         for bad in ({"suffix": "y"}, {"max_tokens": 10_000}, {"prompt": [1 << 30]}):
             resp = await c.post("/v1/completions", json={"model": REPO, "prompt": "x", **bad})
@@ -274,18 +250,12 @@ async def test_autoload_single_flight(tmp_path: Path, hub: FakeHub) -> None:
 
 async def test_cache_budget_evicts_least_recently_used_pull(tmp_path: Path, hub: FakeHub
                                                            ) -> None:
-    async def factory() -> FakeEngine:
-        return FakeEngine()
-
     files = hub.repos[REPO].files
     one = len(files["adapter_model.safetensors"]) + len(files["adapter_config.json"])
     options = HubOptions(allow=("org",), autoload=True, endpoint=hub.url,
                          cache_bytes=int(one * 1.5))  # room for one pull, not two
-    app = create_app(factory, replace(service_options(tmp_path), hub=options))
     store = tmp_path / "store"
-    async with LifespanManager(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        await wait_ready(c)
+    async with app_client(tmp_path, options=replace(service_options(tmp_path), hub=options)) as c:
         up = await c.post("/v1/adapters", params={"name": "mine"},
                           content=tar_gz(make_adapter_dir(tmp_path / "u", "mine", seed=5)))
         assert up.status_code == 201
@@ -315,14 +285,8 @@ async def test_cache_budget_evicts_least_recently_used_pull(tmp_path: Path, hub:
 
 async def test_upload_over_a_pulled_name_is_never_evicted(tmp_path: Path, hub: FakeHub
                                                          ) -> None:
-    async def factory() -> FakeEngine:
-        return FakeEngine()
-
     options = HubOptions(allow=("org",), endpoint=hub.url, cache_bytes=0)
-    app = create_app(factory, replace(service_options(tmp_path), hub=options))
-    async with LifespanManager(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        await wait_ready(c)
+    async with app_client(tmp_path, options=replace(service_options(tmp_path), hub=options)) as c:
         # A zero budget keeps only the pull just made ...
         assert (await c.post("/v1/adapters/pull", json={"repo": REPO})).status_code == 201
         # ... and an upload under that name turns it into a kept adapter.

@@ -5,44 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from hotswap.clients.adapterctl import app as cli
-from hotswap.server.app import create_app
-from hotswap.server.engine.fake import FakeEngine
-from support.fakes import make_adapter_dir, service_options
+from support.app import make_app, on_socket
+from support.fakes import make_adapter_dir
 from typer.testing import CliRunner, Result
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 async def url(tmp_path: Path) -> AsyncIterator[str]:
-    async def factory() -> FakeEngine:
-        return FakeEngine()
-
-    app = create_app(factory, service_options(tmp_path))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        while not app.state.hotswap.ready:
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
+    async with on_socket(make_app(tmp_path)) as served:
+        yield served
 
 
 async def run(url: str, *args: str) -> Result:

@@ -1,0 +1,63 @@
+"""What an adapter must pass before the store accepts it for this base model.
+
+:func:`admit` inspects a staged adapter directory and either returns an
+:class:`AdmissionReport` or raises one :class:`~hotswap.adapters.errors.AdmissionError`
+subclass naming the failed check. It never writes, and it never unpickles anything
+(:mod:`.files` reads weights only through ``safetensors``).
+
+The pipeline (:mod:`.pipeline`) runs the checks cheapest first:
+
+1. the files: names, count and sizes; no pickles (:mod:`.files`);
+2. ``adapter_config.json``: a JSON object whose ``peft_type`` has a rule and is enabled;
+3. the safetensors header: float dtypes, then the rule checks tensor names and shapes
+   against the :class:`BaseModelSpec` (:mod:`.base_model`);
+4. only then tensor values: no NaN/Inf.
+
+:class:`AdmissionLimits` (the server's policy) and :class:`AdmissionReport` (the result)
+are in :mod:`.limits`.
+
+PEFT types are pluggable: a :class:`PeftRule` (:mod:`.rule`) per ``peft_type`` in
+:data:`RULES` (:mod:`.lora`, :mod:`.prompt`). A type is admitted only if it has a rule
+*and* the server enables it in :attr:`AdmissionLimits.peft_types` (LoRA only by default,
+because the engine serves only LoRA so far; the prompt-learning rules are ready for when
+it serves more).
+"""
+
+from .base_model import LLAMA_LAYOUT_MODEL_TYPES, BaseModelSpec, ModuleShape
+from .files import (
+    CONFIG_FILE,
+    FLOAT_DTYPES,
+    KEPT_FILES,
+    MAX_CONFIG_BYTES,
+    PICKLE_SUFFIXES,
+    WEIGHTS_FILE,
+    TensorInfo,
+)
+from .limits import AdmissionLimits, AdmissionReport
+from .lora import UNSUPPORTED_MODULES, LoraRule
+from .pipeline import RULES, admit
+from .prompt import PrefixTuningRule, PromptTuningRule
+from .rule import PeftRule, RuleResult
+
+__all__ = [
+    "CONFIG_FILE",
+    "FLOAT_DTYPES",
+    "KEPT_FILES",
+    "LLAMA_LAYOUT_MODEL_TYPES",
+    "MAX_CONFIG_BYTES",
+    "PICKLE_SUFFIXES",
+    "RULES",
+    "UNSUPPORTED_MODULES",
+    "WEIGHTS_FILE",
+    "AdmissionLimits",
+    "AdmissionReport",
+    "BaseModelSpec",
+    "LoraRule",
+    "ModuleShape",
+    "PeftRule",
+    "PrefixTuningRule",
+    "PromptTuningRule",
+    "RuleResult",
+    "TensorInfo",
+    "admit",
+]

@@ -1,0 +1,31 @@
+"""Content-addressed adapter store on a local or shared folder.
+
+Layout under ``root`` (:mod:`.layout`)::
+
+    versions/<digest>/manifest.json    immutable once visible
+    versions/<digest>/adapter/...      the adapter files (what the engine loads)
+    refs/<name>/<tag>                  one line: the digest ("latest" is the default tag)
+    tmp/                               staging, commits in progress, trash
+    lock                               fcntl.flock target for writers
+
+Crash safety comes from building everything under ``tmp/`` (same filesystem) and making
+it visible with one ``rename``: a version dir appears whole with its manifest
+(:mod:`.commit`), a ref file is replaced whole (:mod:`.refs`). A crash leaves at most
+unreferenced entries in ``tmp/`` (removed by :meth:`Store.recover` after a grace period)
+or a complete version no ref points to yet (removed only by :meth:`Store.gc`).
+
+Concurrency: several processes (server replicas) may share the folder. Writers take an
+exclusive ``flock`` on ``lock`` for the short publish step only (:mod:`.lock`); admission
+and hashing run before it. Readers take no lock: every visible file is complete.
+``flock`` (not ``lockf``) so two ``Store`` objects in one process also exclude each
+other; on Linux NFS it is mapped to POSIX byte-range locks and works across hosts.
+
+:class:`Store` (:mod:`.store`) is the one entry point; :mod:`.manifests` caches what it
+reads, :mod:`.verify` re-checks a folder from its bytes, :mod:`.fs` holds the fsync and
+atomic-create steps everything above relies on.
+"""
+
+from .layout import ADAPTER_DIR, MANIFEST_FILE
+from .store import AdapterEntry, Store
+
+__all__ = ["ADAPTER_DIR", "MANIFEST_FILE", "AdapterEntry", "Store"]

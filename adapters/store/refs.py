@@ -1,0 +1,117 @@
+"""Ref files: ``refs/<name>/<tag>``, one line holding the digest of a version.
+
+Reads take no lock (a ref file is always replaced whole); writes and removals are for
+callers that hold the writers' lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+
+from ..errors import StoreCorrupt
+from ..manifest import is_digest
+from ..names import NAME_PATTERN
+from .fs import fsync_dir, write_new_file
+from .layout import Layout
+
+logger = logging.getLogger(__name__)
+
+
+def ref_digest(path: str, name: str, tag: str) -> str | None:
+    """The digest in the ref file at ``path`` (``name:tag``), None if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        data = os.read(fd, 128)  # a ref is 65 bytes; read on only if something is odd
+        if len(data) == 128:
+            while chunk := os.read(fd, 1 << 16):
+                data += chunk
+    except IsADirectoryError:
+        raise StoreCorrupt(f"ref {name}:{tag} is a directory, not a ref file") from None
+    finally:
+        os.close(fd)
+    digest = data.decode(errors="replace").strip()
+    if not is_digest(digest):
+        raise StoreCorrupt(f"ref {name}:{tag} does not hold a digest")
+    return digest
+
+
+def read_ref(layout: Layout, name: str, tag: str) -> str | None:
+    """The digest ``name:tag`` points to, None if the ref does not exist."""
+    try:
+        text = (layout.refs / name / tag).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    digest = text.strip()
+    if not is_digest(digest):
+        raise StoreCorrupt(f"ref {name}:{tag} does not hold a digest")
+    return digest
+
+
+def read_tags(layout: Layout, name: str, *, strict: bool) -> dict[str, str]:
+    """Tags of ``name``. A corrupt ref raises when ``strict`` (anything that deletes
+    must not guess), else it is logged and skipped (listing, start-up)."""
+    tags: dict[str, str] = {}
+    name_dir = layout.name_dir(name)
+    try:
+        tag_names = sorted(os.listdir(name_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return tags
+    for tag in tag_names:
+        if not NAME_PATTERN.fullmatch(tag):
+            continue  # not ours (editor backups, NFS silly-renames)
+        try:
+            digest = ref_digest(f"{name_dir}/{tag}", name, tag)
+        except StoreCorrupt:
+            if strict:
+                raise
+            logger.warning("skipping corrupt ref %s:%s", name, tag)
+            continue
+        if digest is not None:
+            tags[tag] = digest
+    return tags
+
+
+def all_refs(layout: Layout, *, strict: bool) -> dict[str, dict[str, str]]:
+    """Every name that has tags: name -> tag -> digest."""
+    refs: dict[str, dict[str, str]] = {}
+    for name in os.listdir(layout.refs):
+        if NAME_PATTERN.fullmatch(name):
+            tags = read_tags(layout, name, strict=strict)
+            if tags:
+                refs[name] = tags
+    return refs
+
+
+def referenced(layout: Layout) -> set[str]:
+    """Digests some ref points to; a corrupt ref raises (callers delete what is not here)."""
+    return {d for tags in all_refs(layout, strict=True).values() for d in tags.values()}
+
+
+def write_ref(layout: Layout, name: str, tag: str, digest: str) -> None:
+    """Point ``name:tag`` at ``digest``, replacing the ref file whole."""
+    name_dir = layout.refs / name
+    name_dir.mkdir(exist_ok=True)
+    tmp = layout.tmp / f"ref-{uuid.uuid4().hex}"
+    try:
+        write_new_file(tmp, f"{digest}\n".encode())
+        os.replace(tmp, name_dir / tag)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(name_dir)
+    fsync_dir(layout.refs)
+
+
+def remove_ref(layout: Layout, name: str, tag: str) -> None:
+    """Delete the ref file of ``name:tag`` (FileNotFoundError if there is none), and the
+    name's directory once its last tag is gone."""
+    name_dir = layout.refs / name
+    (name_dir / tag).unlink()
+    fsync_dir(name_dir)
+    with contextlib.suppress(OSError):  # not empty: other tags remain
+        name_dir.rmdir()
