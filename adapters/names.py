@@ -16,6 +16,13 @@ from .errors import InvalidName
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DEFAULT_TAG = "latest"
 
+#: One part of a Hugging Face Hub repo id (owner or name), by the Hub's own rule.
+_HUB_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+#: ``owner/name``.
+REPO_ID_PATTERN = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
+#: ``owner`` or ``owner/name`` (what ``--hub-allow`` takes besides ``*``).
+HUB_ALLOW_PATTERN = re.compile(rf"^{_HUB_PART}(/{_HUB_PART})?$")
+
 
 def validate_name(name: str, *, what: str = "name") -> str:
     """Return ``name`` unchanged, or raise :class:`InvalidName` saying what is wrong."""

@@ -21,7 +21,7 @@ from .admission import AdmissionLimits, BaseModelSpec
 from .errors import AdapterNotFound, AdmissionUnavailable, StoreCorrupt, VersionNotFound
 from .hub_cache import HubCache
 from .manifest import Manifest
-from .names import parse_ref, validate_name, validate_tag
+from .names import DEFAULT_TAG, parse_ref, validate_name, validate_tag
 from .pulls import HubPuller
 from .sources import hub
 from .sources.body import BlockingReader
@@ -130,7 +130,7 @@ class AdapterService:
         href = HubRef.parse(model)
         name = href.default_name
         # A revision in the model id is its tag: 'owner/name@v2' serves owner--name:v2.
-        tag = href.tag if "@" in model else "latest"
+        tag = href.tag if "@" in model else DEFAULT_TAG
         try:
             return await self.resolve(f"{name}:{tag}")
         except AdapterNotFound:
@@ -163,7 +163,7 @@ class AdapterService:
             for entry in self._store.list():
                 versions: dict[str, Manifest] = {}
                 for tag, digest in entry.tags.items():
-                    if tag == "latest" and entry.latest is not None:
+                    if tag == DEFAULT_TAG and entry.latest is not None:
                         versions[tag] = entry.latest  # read by list() already
                         continue
                     # Deleted meanwhile, or unreadable (logged by the store): not listed.
@@ -181,7 +181,7 @@ class AdapterService:
 
     # --- writing -------------------------------------------------------------------------
 
-    async def import_dir(self, name: str, path: Path, tag: str = "latest") -> Manifest:
+    async def import_dir(self, name: str, path: Path, tag: str = DEFAULT_TAG) -> Manifest:
         """Copy a local adapter dir into the store (server-side paths only: ``--adapter``,
         or a path :meth:`check_import_path` allowed)."""
         spec = self._require_spec()
@@ -217,7 +217,7 @@ class AdapterService:
 
         return await anyio.to_thread.run_sync(work)
 
-    async def pull(self, href: HubRef, *, name: str | None = None, tag: str = "latest",
+    async def pull(self, href: HubRef, *, name: str | None = None, tag: str = DEFAULT_TAG,
                    on_progress: ProgressFn | None = None) -> Manifest:
         """Download ``href`` from the hub, admit and store it as ``name:tag`` (default name:
         ``owner--repo``). Identical pulls running together share one download.

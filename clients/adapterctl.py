@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from ..adapters.sources import CHUNK
 from .archive import default_name, open_archive
 from .http import ApiError, HotswapClient
 
@@ -33,7 +34,6 @@ UrlOpt = Annotated[str, typer.Option("--url", envvar="HOTSWAP_URL",
                                      help="Server base URL.")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="HOTSWAP_API_KEY",
                                             help="API key, if the server wants one.")]
-CHUNK = 1 << 20
 T = TypeVar("T")
 
 

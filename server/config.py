@@ -7,7 +7,6 @@ and metavar, so flags and settings can not drift apart. Precedence: flag > env >
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,12 +14,7 @@ from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Adapter and model names users may choose: the store's rule for names and tags.
-from ..adapters.names import NAME_PATTERN
-
-#: ``owner`` or ``owner/name`` as the Hugging Face Hub spells them.
-HUB_ALLOW_PATTERN = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
-)
+from ..adapters.names import HUB_ALLOW_PATTERN, NAME_PATTERN
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 

@@ -57,12 +57,10 @@ from ..errors import (
     PickleRefused,
     TooLarge,
 )
-from ..names import NAME_PATTERN
+from ..names import NAME_PATTERN, REPO_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
-#: The Hub's own rule for ``owner/name`` (letters, digits, ``._-``; 96 chars each).
-REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 #: Branch, tag or commit; slashes allowed (``refs/pr/1``), but no ``..`` (checked apart).
 REVISION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 #: Seconds between progress reports while files download.

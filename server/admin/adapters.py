@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from ...adapters.errors import AdapterNotFound, TooLarge
 from ...adapters.manifest import Manifest
-from ...adapters.names import validate_name
+from ...adapters.names import DEFAULT_TAG, validate_name
 from ...adapters.service import AdapterService
 from ...adapters.sources.hub import HubRef
 from ..deps import ModelsDep, ServiceDep, TableDep
@@ -75,7 +75,7 @@ router = APIRouter(prefix="/v1", tags=["adapters"], responses=ERRORS)
              responses=UPLOAD_ERRORS, openapi_extra=ARCHIVE_BODY,
              summary="Upload an adapter archive; admit, store and tag it")
 async def upload_adapter(request: Request, service: ServiceDep, name: NameQuery,
-                         tag: TagQuery = "latest") -> TaggedVersion:
+                         tag: TagQuery = DEFAULT_TAG) -> TaggedVersion:
     cap = service.limits.max_total_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:

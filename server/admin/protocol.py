@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from ...adapters.admission import BaseModelSpec
 from ...adapters.manifest import DIGEST_PATTERN, Manifest
+from ...adapters.names import DEFAULT_TAG
 from ..engine.interface import Residency
 
 
@@ -113,7 +114,7 @@ class PullRequest(BaseModel):
                                  "to the commit it resolves to. Default: main")
     name: str | None = Field(default=None, description="Adapter name. Default: "
                              "'owner--name', lower-cased")
-    tag: str = Field(default="latest", description="Tag to point at the pulled version")
+    tag: str = Field(default=DEFAULT_TAG, description="Tag to point at the pulled version")
     stream: bool = Field(default=False, description="Answer with NDJSON progress lines "
                          "(status: pulling | downloading | success | error) instead of "
                          "one JSON body at the end")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ...adapters.errors import AdapterNotFound, InvalidHubRepo, InvalidName
 from ...adapters.manifest import Manifest
+from ...adapters.names import DEFAULT_TAG
 from ...adapters.service import AdapterService
 from ..auth import Principal
 from ..engine.interface import AdapterSpec
@@ -62,7 +63,7 @@ class ServedModels:
         out = []
         for entry, versions in await self._service.list_versions():
             for tag, manifest in sorted(versions.items()):
-                model_id = entry.name if tag == "latest" else f"{entry.name}:{tag}"
+                model_id = entry.name if tag == DEFAULT_TAG else f"{entry.name}:{tag}"
                 named = (manifest if manifest.name == entry.name
                          else manifest.model_copy(update={"name": entry.name}))
                 out.append(ServedAdapter(model_id, self._table.spec_for(named), named))
