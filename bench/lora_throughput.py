@@ -73,10 +73,10 @@ def parse_args() -> Config:
     args = parser.parse_args()
     model_dir = args.model_dir
     if model_dir is None:
+        from hotswap.server.config import home_from_env
         from hotswap.server.model_prep import prepare_bundled_model
 
-        home = Path(os.environ.get("HOTSWAP_HOME", Path.home() / ".cache" / "hotswap"))
-        model_dir = prepare_bundled_model(home)
+        model_dir = prepare_bundled_model(home_from_env())
     return Config(
         model_dir=model_dir,
         requests=args.requests,

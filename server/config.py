@@ -7,6 +7,7 @@ and metavar, so flags and settings can not drift apart. Precedence: flag > env >
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,6 +22,12 @@ DType = Literal["auto", "bfloat16", "float16", "float32"]
 
 def default_home() -> Path:
     return Path.home() / ".cache" / "hotswap"
+
+
+def home_from_env() -> Path:
+    """``HOTSWAP_HOME`` or the default, for tools that need only the home (tests, bench,
+    examples) and must not fail on other settings."""
+    return Path(os.environ.get("HOTSWAP_HOME", default_home())).expanduser()
 
 
 def parse_adapter_spec(spec: str) -> tuple[str, Path]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 
 def hotswap_home() -> Path:
-    return Path(os.environ.get("HOTSWAP_HOME", Path.home() / ".cache" / "hotswap"))
+    from hotswap.server.config import home_from_env
+
+    return home_from_env()
 
 
 @pytest.fixture(scope="session")

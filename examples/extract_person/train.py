@@ -83,9 +83,10 @@ def resolve_model_dir(model_dir: Path | None) -> Path:
     if model_dir is not None:
         return model_dir
     # Imported lazily: only the default path needs the hotswap package installed.
+    from hotswap.server.config import home_from_env
     from hotswap.server.model_prep import prepare_bundled_model
 
-    return Path(prepare_bundled_model(Path.home() / ".cache" / "hotswap"))
+    return Path(prepare_bundled_model(home_from_env()))
 
 
 def prompt_text(tokenizer: PreTrainedTokenizerBase, example: Example) -> str:

@@ -145,7 +145,7 @@ class ServingTable:
         try:
             if record.state in (AdapterState.STORED, AdapterState.FAILED,
                                 AdapterState.LOADING):
-                await self._load_once(record)
+                await self._load_once(record, spec)
         except BaseException:
             await lease.release()
             raise
@@ -153,7 +153,7 @@ class ServingTable:
 
     async def load(self, spec: AdapterSpec) -> None:
         """Load now (warm), so the first request pays no load."""
-        await self._load_once(self._record(spec))
+        await self._load_once(self._record(spec), spec)
 
     async def unload(self, spec: AdapterSpec) -> None:
         """Drop from engine memory; it stays stored and reloads on its next request."""
@@ -190,18 +190,18 @@ class ServingTable:
             record = self._records[engine_id] = AdapterRecord(spec, digest)
         return record
 
-    async def _load_once(self, record: AdapterRecord) -> None:
+    async def _load_once(self, record: AdapterRecord, spec: AdapterSpec) -> None:
         """One engine load however many requests wait for it (N first requests for a
-        cold adapter: one load)."""
+        cold adapter: one load). ``spec`` carries the name it was asked for (the same
+        content may be stored under several names; the engine id is the same)."""
         if record.loading is None:
             if record.state is not AdapterState.RETIRING:
                 record.state = AdapterState.LOADING
-            record.loading = asyncio.ensure_future(self._load(record))
+            record.loading = asyncio.ensure_future(self._load(record, spec))
         # shield: one waiter going away must not cancel the load for the others.
         await asyncio.shield(record.loading)
 
-    async def _load(self, record: AdapterRecord) -> None:
-        spec = record.spec
+    async def _load(self, record: AdapterRecord, spec: AdapterSpec) -> None:
         try:
             await self._engine.add_adapter(spec)
         except Exception as exc:

@@ -4,15 +4,14 @@ PEFT-layout LoRA dirs that pass (or, on request, fail) the store's admission che
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from hotswap.adapters.admission import AdmissionLimits, BaseModelSpec
 from hotswap.adapters.service import ServiceOptions
-from safetensors.torch import save_file
+
+from support.loras import write_lora
 
 # Same GQA layout as SmolLM2 (heads/kv = 3, explicit head_dim), scaled down so tensors
 # are tiny: q_proj and o_proj 96->96, k/v_proj 96->32, gate/up 96->128, down 128->96.
@@ -41,23 +40,10 @@ def service_options(root: Path, import_roots: tuple[Path, ...] = ()) -> ServiceO
 def make_adapter_dir(root: Path, name: str, *, rank: int = 4, seed: int = 0,
                      modules: tuple[str, ...] = ("q_proj", "v_proj"),
                      config: dict[str, Any] | None = None) -> Path:
-    """A LoRA dir for TINY_SPEC; ``seed`` changes the weights (and so the digest)."""
-    path = root / name
-    path.mkdir(parents=True)
-    shapes = TINY_SPEC.modules()
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for layer in range(TINY_SPEC.num_layers):
-        for m in modules:
-            s = shapes[m]
-            key = f"base_model.model.model.layers.{layer}.{s.parent}.{m}"
-            tensors[f"{key}.lora_A.weight"] = torch.randn(rank, s.in_features, generator=gen)
-            tensors[f"{key}.lora_B.weight"] = torch.randn(s.out_features, rank, generator=gen)
-    save_file(tensors, str(path / "adapter_model.safetensors"))
-    cfg = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank,
-           "target_modules": list(modules), "bias": "none", **(config or {})}
-    (path / "adapter_config.json").write_text(json.dumps(cfg))
-    return path
+    """A LoRA dir ``root/name`` for TINY_SPEC; ``seed`` changes the weights (and so the
+    digest)."""
+    return write_lora(root / name, TINY_SPEC, rank=rank, seed=seed, modules=modules,
+                      config=config)
 
 
 def tar_gz(adapter_dir: Path) -> bytes:

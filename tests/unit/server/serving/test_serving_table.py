@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,16 +50,29 @@ def engine() -> CountingEngine:
     return CountingEngine()
 
 
-def table_for(engine: CountingEngine, service: AdapterService) -> ServingTable:
-    return ServingTable(engine, service.path)
+@dataclass
+class Served:
+    table: ServingTable
+    spec: AdapterSpec
+    manifest: Manifest
+    service: AdapterService
+
+    def state(self) -> AdapterState | None:
+        return self.table.state(self.manifest.digest)
+
+
+@pytest.fixture
+def served(engine: CountingEngine, stored: tuple[AdapterService, Manifest]) -> Served:
+    """The stored adapter's record in a new table (state STORED)."""
+    service, manifest = stored
+    table = ServingTable(engine, service.path)
+    return Served(table, table.spec_for(manifest), manifest, service)
 
 
 async def test_concurrent_first_requests_share_one_load(
-    engine: CountingEngine, stored: tuple[AdapterService, Manifest]
+    engine: CountingEngine, served: Served
 ) -> None:
-    service, manifest = stored
-    table = table_for(engine, service)
-    spec = table.spec_for(manifest)
+    table, spec, manifest = served.table, served.spec, served.manifest
     assert table.state(manifest.digest) is AdapterState.STORED
     engine.gate.clear()
     acquiring = [asyncio.create_task(table.acquire(spec)) for _ in range(5)]
@@ -79,11 +93,9 @@ async def test_concurrent_first_requests_share_one_load(
 
 
 async def test_failed_load_is_kept_with_its_reason_and_retried(
-    engine: CountingEngine, stored: tuple[AdapterService, Manifest]
+    engine: CountingEngine, served: Served
 ) -> None:
-    service, manifest = stored
-    table = table_for(engine, service)
-    spec = table.spec_for(manifest)
+    table, spec, manifest = served.table, served.spec, served.manifest
     engine.fail = True
     with pytest.raises(AdapterLoadError):
         await table.acquire(spec)
@@ -96,11 +108,9 @@ async def test_failed_load_is_kept_with_its_reason_and_retried(
 
 
 async def test_retire_waits_for_the_last_request(
-    engine: CountingEngine, stored: tuple[AdapterService, Manifest]
+    engine: CountingEngine, served: Served
 ) -> None:
-    service, manifest = stored
-    table = table_for(engine, service)
-    spec = table.spec_for(manifest)
+    table, spec, manifest = served.table, served.spec, served.manifest
     first, second = await table.acquire(spec), await table.acquire(spec)
     await table.retire({manifest.digest})
     assert table.state(manifest.digest) is AdapterState.RETIRING
@@ -112,11 +122,9 @@ async def test_retire_waits_for_the_last_request(
 
 
 async def test_idle_retire_unloads_now_and_a_new_store_revives_same_id(
-    engine: CountingEngine, stored: tuple[AdapterService, Manifest]
+    engine: CountingEngine, served: Served
 ) -> None:
-    service, manifest = stored
-    table = table_for(engine, service)
-    spec = table.spec_for(manifest)
+    table, spec, manifest = served.table, served.spec, served.manifest
     await table.load(spec)
     await table.retire({manifest.digest})
     assert spec.engine_id not in engine.loaded and table.state(manifest.digest) is None
@@ -126,11 +134,9 @@ async def test_idle_retire_unloads_now_and_a_new_store_revives_same_id(
 
 
 async def test_stored_again_while_retiring_stays(
-    engine: CountingEngine, stored: tuple[AdapterService, Manifest]
+    engine: CountingEngine, served: Served
 ) -> None:
-    service, manifest = stored
-    table = table_for(engine, service)
-    spec = table.spec_for(manifest)
+    table, spec, manifest = served.table, served.spec, served.manifest
     lease = await table.acquire(spec)
     await table.retire({manifest.digest})
     table.spec_for(manifest)  # resolved again: live
@@ -140,11 +146,9 @@ async def test_stored_again_while_retiring_stays(
 
 
 async def test_unload_keeps_the_record(
-    engine: CountingEngine, stored: tuple[AdapterService, Manifest]
+    engine: CountingEngine, served: Served
 ) -> None:
-    service, manifest = stored
-    table = table_for(engine, service)
-    spec = table.spec_for(manifest)
+    table, spec, manifest = served.table, served.spec, served.manifest
     await table.load(spec)
     await table.unload(spec)
     assert table.state(manifest.digest) is AdapterState.STORED
@@ -154,14 +158,16 @@ async def test_unload_keeps_the_record(
 
 
 async def test_new_content_under_a_name_gets_a_new_engine_id(
-    engine: CountingEngine, stored: tuple[AdapterService, Manifest], tmp_path: Path
+    engine: CountingEngine, served: Served, tmp_path: Path
 ) -> None:
-    service, manifest = stored
-    table = table_for(engine, service)
-    newer = await service.import_dir("a", make_adapter_dir(tmp_path, "src2", seed=5))
+    table, manifest = served.table, served.manifest
+    newer = await served.service.import_dir("a", make_adapter_dir(tmp_path, "src2", seed=5))
     assert table.spec_for(newer).engine_id != table.spec_for(manifest).engine_id
     # The same content under another name shares the id (vLLM caches weights by id).
-    alias = await service.import_dir("b", make_adapter_dir(tmp_path, "src3"))
+    alias = await served.service.import_dir("b", make_adapter_dir(tmp_path, "src3"))
     assert alias.digest == manifest.digest
     assert table.spec_for(alias).engine_id == table.spec_for(manifest).engine_id
     assert table.spec_for(alias).name == "b"
+    # The engine loads it under the name the request asked for (vLLM's metrics label).
+    await (await table.acquire(table.spec_for(alias))).release()
+    assert engine.loaded[table.spec_for(alias).engine_id].name == "b"
