@@ -14,6 +14,9 @@ Hierarchy, so the table can map whole families at once::
     ├── SourceNotFound            import source missing
     ├── PathNotAllowed            import path outside every allowed root
     ├── AdmissionUnavailable      base model facts unknown: nothing can be admitted
+    ├── UploadIncomplete          the upload body stalled past the idle timeout
+    ├── TooManyUploads            every upload slot taken (retry later)
+    ├── StoreFull                 the store's byte budget would be exceeded
     ├── StoreBusy                 store lock not acquired in time
     ├── StoreCorrupt              on-disk state the store did not write
     ├── HubError                  pulling from a Hugging Face Hub endpoint failed
@@ -21,6 +24,7 @@ Hierarchy, so the table can map whole families at once::
     │   └── HubAccessDenied, HubUnavailable
     └── AdmissionError            the adapter was refused; nothing was stored
         ├── InvalidArchive, UnsafePath, TooLarge          (how it arrived)
+        │   └── InvalidMemberName   (an InvalidArchive)
         ├── InvalidAdapterConfig, UnsupportedPeftType,
         │   UnsupportedFeature                            (adapter_config.json)
         ├── PickleRefused, MissingWeights, CorruptWeights (files)
@@ -77,6 +81,24 @@ class AdmissionUnavailable(AdapterError):
     """The served base model's config could not be read, so no adapter can be checked."""
 
     code = "admission_unavailable"
+
+
+class UploadIncomplete(AdapterError):
+    """The upload body stopped arriving (idle past the timeout); nothing was stored."""
+
+    code = "upload_incomplete"
+
+
+class TooManyUploads(AdapterError):
+    """Every upload slot is taken; retry later."""
+
+    code = "too_many_uploads"
+
+
+class StoreFull(AdapterError):
+    """Storing this version would take the store past its byte budget."""
+
+    code = "store_full"
 
 
 class StoreBusy(AdapterError):
@@ -137,9 +159,17 @@ class AdmissionError(AdapterError):
 
 
 class InvalidArchive(AdmissionError):
-    """Not a tar / tar.gz / zip archive, or a damaged or encrypted one."""
+    """Not a tar / tar.gz / zip archive, or a damaged, encrypted or hostile one (oversized
+    tar extended headers, sparse members)."""
 
     code = "invalid_archive"
+
+
+class InvalidMemberName(InvalidArchive):
+    """An archive member name the server does not store: not UTF-8, control characters, a
+    component over 255 bytes, or a path too long or too deep."""
+
+    code = "invalid_member_name"
 
 
 class UnsafePath(AdmissionError):

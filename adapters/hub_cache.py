@@ -3,7 +3,12 @@
 An uploaded or imported adapter is the only copy there is, so it is never evicted. A hub
 pull can be fetched again, so the refs that pulls created are a cache: past the budget
 (``--adapter-cache-bytes``), the least recently used go, and the store's ``gc`` removes
-versions no ref points to any more (a version some upload also points at stays).
+versions no ref points to any more once their grace period is over and nothing here
+uses them (a version some upload also points at stays). Until then their bytes are on
+disk beyond the budget.
+
+The records are also what makes a hub id (``owner/name``) resolve: only a ref a pull
+made, still pointing where the pull left it, answers for the repo.
 
 Bookkeeping lives beside the store's own layout, in the same folder, so replicas sharing
 the store share the cache::
@@ -72,6 +77,13 @@ class HubCache:
         self._touched[key] = now
         with contextlib.suppress(FileNotFoundError):
             os.utime(path)
+
+    def pulled(self, name: str, tag: str, digest: str) -> bool:
+        """Whether a pull pointed ``name:tag`` at ``digest`` (and nothing re-pointed it)."""
+        try:
+            return self._path(name, tag).read_text().strip() == digest
+        except FileNotFoundError:
+            return False
 
     def entries(self, refs: Mapping[str, Mapping[str, str]]) -> list[CachedRef]:
         """Hub-owned refs that still point where their pull left them, oldest use first.

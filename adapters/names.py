@@ -4,6 +4,11 @@ Names and tags double as path components in the store (``refs/<name>/<tag>``), s
 pattern is deliberately narrow: lowercase, no ``/``, cannot start with ``.``, at most
 64 characters. Anything that passes is a safe single directory entry on every
 filesystem the store may live on.
+
+Names containing ``--`` are reserved for hub pulls, which store ``owner/name`` as
+``owner--name`` (hub repo ids can not contain ``--`` themselves, so the mapping is
+one-to-one). Nothing else may create such a name: otherwise an upload named
+``org--repo`` would answer requests for the hub repo ``org/repo``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ _HUB_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 REPO_ID_PATTERN = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$")
 #: ``owner`` or ``owner/name`` (what ``--hub-allow`` takes besides ``*``).
 HUB_ALLOW_PATTERN = re.compile(rf"^{_HUB_PART}(/{_HUB_PART})?$")
+#: Joins owner and repo in the name a pull stores under by default (``owner--name``).
+HUB_NAME_SEPARATOR = "--"
 
 
 def validate_name(name: str, *, what: str = "name") -> str:
@@ -37,6 +44,23 @@ def validate_name(name: str, *, what: str = "name") -> str:
 
 def validate_tag(tag: str) -> str:
     return validate_name(tag, what="tag")
+
+
+def is_hub_name(name: str) -> bool:
+    """Whether ``name`` is reserved for hub pulls (it contains ``--``)."""
+    return HUB_NAME_SEPARATOR in name
+
+
+def validate_own_name(name: str) -> str:
+    """:func:`validate_name` for names chosen by hand (uploads, imports, tags): also
+    :class:`InvalidName` for names reserved for hub pulls."""
+    validate_name(name)
+    if is_hub_name(name):
+        raise InvalidName(
+            f"invalid adapter name {name!r}: names containing {HUB_NAME_SEPARATOR!r} are "
+            "reserved for hub pulls ('owner/name' is stored as 'owner--name')"
+        )
+    return name
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Identical pulls that arrive together (the same ``name:tag`` from the same repo and
 revision) share one download; a caller that goes away does not cancel it for the others.
 After each pull, refs that pulls created are evicted least recently used first while the
-hub-owned versions exceed ``--adapter-cache-bytes`` (see :mod:`.hub_cache`).
+hub-owned versions exceed ``--adapter-cache-bytes`` (see :mod:`.hub_cache`); their files
+go when the service's gc finds them past their grace period and unused.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio.to_thread
 
 from . import hub_cache
 from .admission import AdmissionLimits, BaseModelSpec
+from .errors import AdapterError
 from .hub_cache import HubCache
 from .manifest import Manifest
 from .sources import hub
@@ -44,8 +47,11 @@ class HubPuller:
     """Downloads hub repos into ``store``; owns the in-flight pulls and the budget."""
 
     def __init__(self, store: Store, cache: HubCache, limits: AdmissionLimits, *,
-                 budget: int | None, token: str | None, endpoint: str | None) -> None:
+                 budget: int | None, token: str | None, endpoint: str | None,
+                 collect: Callable[[], Awaitable[object]]) -> None:
+        """``collect``: the gc to run (on the event loop) after refs were evicted."""
         self._store = store
+        self._collect = collect
         self._cache = cache
         self._limits = limits
         self._budget = budget
@@ -82,7 +88,7 @@ class HubPuller:
 
     async def _run(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
                    flight: _Flight) -> Manifest:
-        def work() -> Manifest:
+        def work() -> tuple[Manifest, bool]:
             with self._store.staging() as staged:
                 commit = hub.download(href, staged, self._limits, token=self._token,
                                       endpoint=self._endpoint, on_progress=flight.report)
@@ -90,14 +96,20 @@ class HubPuller:
                                            source=f"hub:{href.repo_id}@{commit}", spec=spec,
                                            limits=self._limits)
             self._cache.record(name, tag, manifest.digest)
-            self._enforce_budget()
-            return manifest
+            return manifest, self._enforce_budget()
 
-        return await anyio.to_thread.run_sync(work)
+        manifest, evicted = await anyio.to_thread.run_sync(work)
+        if evicted:
+            try:
+                await self._collect()
+            except AdapterError as exc:  # the pull itself worked: report that
+                log.warning("gc after evicting hub refs failed: %s", exc)
+        return manifest
 
-    def _enforce_budget(self) -> None:
+    def _enforce_budget(self) -> bool:
+        """Evict hub refs past the budget; return whether any went."""
         if self._budget is None:
-            return
+            return False
         refs = {e.name: dict(e.tags) for e in self._store.list()}
         cached = self._cache.entries(refs)
         hub_owned = {(c.name, c.tag) for c in cached}
@@ -114,5 +126,4 @@ class HubPuller:
             self._cache.forget(f"{ref.name}:{ref.tag}")
             log.info("hub cache over %d bytes: dropped %s:%s (%s), pulled again on demand",
                      self._budget, ref.name, ref.tag, ref.digest[:12])
-        if dropped:
-            self._store.gc()
+        return bool(dropped)

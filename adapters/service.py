@@ -9,8 +9,10 @@ caches refs, so a name another replica uploaded or re-tagged is seen on the next
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,22 +20,46 @@ from pathlib import Path
 import anyio.to_thread
 
 from .admission import AdmissionLimits, BaseModelSpec
-from .errors import AdapterNotFound, AdmissionUnavailable, StoreCorrupt, VersionNotFound
+from .errors import (
+    AdapterError,
+    AdapterNotFound,
+    AdmissionUnavailable,
+    InvalidName,
+    StoreCorrupt,
+    StoreFull,
+    TooManyUploads,
+    UnsafePath,
+    VersionNotFound,
+)
 from .hub_cache import HubCache
-from .manifest import Manifest
-from .names import DEFAULT_TAG, parse_ref, validate_name, validate_tag
+from .manifest import Manifest, is_source
+from .names import (
+    DEFAULT_TAG,
+    is_hub_name,
+    parse_ref,
+    validate_name,
+    validate_own_name,
+    validate_tag,
+)
 from .pulls import HubPuller
 from .sources import hub
-from .sources.body import BlockingReader
+from .sources.body import spool
 from .sources.hub import HubPolicy, HubRef, ProgressFn
-from .sources.local import check_import_path
+from .sources.local import ImportPath, check_import_path, import_dir
 from .sources.upload import extract_archive
-from .store import AdapterEntry, Store
+from .store import GC_GRACE_S, AdapterEntry, Store
 
 log = logging.getLogger(__name__)
 
 #: Every adapter with the manifest of each of its tags (``AdapterService.list_versions``).
 VersionedEntries = list[tuple[AdapterEntry, dict[str, Manifest]]]
+#: The digests whose files this process may still read (the serving table's answer).
+InUseFn = Callable[[], set[str]]
+#: The digests a gc removed, in order.
+Removed = list[str]
+#: Least wait before a gc that left versions behind runs again (one still in use is
+#: retried at this pace until it is not).
+GC_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,15 @@ class ServiceOptions:
     #: Bytes of one full copy of the base model's weights (for the storage comparison).
     base_model_bytes: int | None = None
     hub: HubOptions = field(default_factory=HubOptions)
+    #: How long a version's files outlive its last ref (other replicas sharing the store
+    #: may still serve it, or reload it from disk): see :meth:`Store.gc`.
+    gc_grace_s: float = GC_GRACE_S
+    #: Uploads at once (each holds up to the size cap on disk while it arrives).
+    max_uploads: int = 4
+    #: Seconds an upload body may send nothing before it is refused.
+    upload_idle_timeout_s: float = 30.0
+    #: Bytes all stored versions may take together; None: no budget.
+    store_max_bytes: int | None = None
 
 
 class AdapterService:
@@ -76,9 +111,13 @@ class AdapterService:
         self._spec = spec
         self._hub_policy = HubPolicy(options.hub.allow)
         self._hub_cache = HubCache(store.root)
+        self._uploads = 0  # uploads receiving or extracting now
         self._puller = HubPuller(store, self._hub_cache, options.limits,
                                  budget=options.hub.cache_bytes, token=options.hub.token,
-                                 endpoint=options.hub.endpoint)
+                                 endpoint=options.hub.endpoint, collect=self.gc)
+        self._in_use: InUseFn = set
+        self._gc_timer: asyncio.TimerHandle | None = None
+        self._gc_task: asyncio.Task[Removed] | None = None
 
     @classmethod
     async def open(cls, options: ServiceOptions) -> AdapterService:
@@ -111,8 +150,9 @@ class AdapterService:
     # --- reading -------------------------------------------------------------------------
 
     async def resolve(self, ref: str) -> Manifest:
-        """``name[:tag]``; or a hub repo ``owner/name[@revision]``, looked up under the name
-        a pull of it stores by default, and pulled first if ``--hub-autoload`` allows."""
+        """``name[:tag]``; or a hub repo ``owner/name[@revision]``: the ref a pull of it
+        made under its default name (``owner--name``), pulled first if ``--hub-autoload``
+        allows. A repo ``--hub-allow`` does not permit is never found, stored or not."""
         if hub.is_repo_id(ref):
             return await self._resolve_hub(ref)
 
@@ -128,14 +168,31 @@ class AdapterService:
 
     async def _resolve_hub(self, model: str) -> Manifest:
         href = HubRef.parse(model)
+        # A hub id means the hub and nothing else: with the hub off or the repo not
+        # allowed, no stored adapter answers for it.
+        if not self._hub_policy.permits(href.repo_id):
+            raise AdapterNotFound(f"adapter {model} not found")
         name = href.default_name
         # A revision in the model id is its tag: 'owner/name@v2' serves owner--name:v2.
         tag = href.tag if "@" in model else DEFAULT_TAG
-        try:
-            return await self.resolve(f"{name}:{tag}")
-        except AdapterNotFound:
-            if not (self._options.hub.autoload and self._hub_policy.permits(href.repo_id)):
-                raise
+
+        def work() -> Manifest | None:
+            try:
+                manifest = self._store.resolve(f"{name}:{tag}")
+            except AdapterNotFound:
+                return None
+            # Only a ref a pull made (and nobody re-pointed since) is the hub repo; a
+            # store from before '--' names were reserved may hold an upload there.
+            if not self._hub_cache.pulled(name, tag, manifest.digest):
+                return None
+            self._hub_cache.touch(name, tag)
+            return manifest
+
+        found = await anyio.to_thread.run_sync(work)
+        if found is not None:
+            return found
+        if not self._options.hub.autoload:
+            raise AdapterNotFound(f"adapter {model} not found")
         return await self.pull(href, name=name, tag=tag)
 
     async def version(self, digest: str) -> Manifest:
@@ -181,41 +238,69 @@ class AdapterService:
 
     # --- writing -------------------------------------------------------------------------
 
-    async def import_dir(self, name: str, path: Path, tag: str = DEFAULT_TAG) -> Manifest:
-        """Copy a local adapter dir into the store (server-side paths only: ``--adapter``,
-        or a path :meth:`check_import_path` allowed)."""
+    async def import_dir(self, name: str, path: Path | ImportPath,
+                         tag: str = DEFAULT_TAG) -> Manifest:
+        """Copy a local adapter dir into the store: an operator's path (``--adapter``), or
+        what :meth:`check_import_path` made of a user's, copied without following any
+        symlink out of its import root."""
+        validate_own_name(name)
+        validate_tag(tag)
         spec = self._require_spec()
-        resolved = path.resolve()
+        src = path if isinstance(path, ImportPath) else path.resolve()
+        source = f"path:{src}"
+        if not is_source(source):  # a control character in an operator's path
+            raise UnsafePath(f"{str(src)!r} can not be recorded as a source path")
 
         def work() -> Manifest:
-            manifest = self._store.add(resolved, name=name, tag=tag, source=f"path:{resolved}",
-                                       spec=spec, limits=self.limits)
+            with self._store.staging() as staged:
+                import_dir(src, staged, self.limits)
+                manifest = self._store.add(staged, name=name, tag=tag, source=source,
+                                           spec=spec, limits=self.limits)
             self._hub_cache.forget(f"{name}:{tag}")  # now an import: never evicted
             return manifest
 
         return await anyio.to_thread.run_sync(work)
 
     async def upload(self, body: AsyncIterator[bytes], name: str, tag: str) -> Manifest:
-        """Extract an archive streamed from ``body`` into staging, admit and store it. The
-        body is pulled chunk by chunk from the worker thread, never held whole."""
-        validate_name(name)
+        """Receive an archive from ``body`` (spooled to the store's disk as it arrives,
+        never holding a worker thread while waiting for bytes), then extract, admit and
+        store it in one worker thread. Nothing is stored unless the whole body arrived."""
+        validate_own_name(name)
         validate_tag(tag)
         spec = self._require_spec()
-        reader = BlockingReader(body)
+        options = self._options
+        if self._uploads >= options.max_uploads:
+            raise TooManyUploads(f"{options.max_uploads} uploads are running; retry shortly")
+        self._uploads += 1
+        try:
+            spooled = await spool(body, self._store.root / "tmp", self.limits.max_total_bytes,
+                                  options.upload_idle_timeout_s)
 
-        def work() -> Manifest:
-            with self._store.staging() as staged:
-                extract_archive(reader, staged, self.limits)
-                # A tar ends at its end marker, before the body may: store nothing until
-                # the whole body has arrived (a client cut off after the marker is still
-                # an upload that failed), and refuse bytes past the cap.
-                reader.drain(self.limits.max_total_bytes)
-                manifest = self._store.add(staged, name=name, tag=tag, source="upload",
-                                           spec=spec, limits=self.limits)
-            self._hub_cache.forget(f"{name}:{tag}")  # now an upload: never evicted
-            return manifest
+            def work() -> Manifest:
+                with spooled, self._store.staging() as staged:
+                    extract_archive(spooled, staged, self.limits)
+                    self._check_budget(staged)
+                    manifest = self._store.add(staged, name=name, tag=tag, source="upload",
+                                               spec=spec, limits=self.limits)
+                self._hub_cache.forget(f"{name}:{tag}")  # now an upload: never evicted
+                return manifest
 
-        return await anyio.to_thread.run_sync(work)
+            return await anyio.to_thread.run_sync(work)
+        finally:
+            self._uploads -= 1
+
+    def _check_budget(self, staged: Path) -> None:
+        """StoreFull if ``staged`` would take the store past ``store_max_bytes`` (an
+        estimate counted before admission drops files: it may refuse a little early)."""
+        budget = self._options.store_max_bytes
+        if budget is None:
+            return
+        incoming = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
+        stored = {d: self._store.version(d).size_bytes
+                  for e in self._store.list() for d in e.tags.values()}
+        if sum(stored.values()) + incoming > budget:
+            raise StoreFull(f"the store holds {sum(stored.values())} of {budget} bytes; "
+                            f"this adapter needs {incoming} more")
 
     async def pull(self, href: HubRef, *, name: str | None = None, tag: str = DEFAULT_TAG,
                    on_progress: ProgressFn | None = None) -> Manifest:
@@ -226,14 +311,23 @@ class AdapterService:
         return await self._puller.pull(href, name, tag, self._require_spec(), on_progress)
 
     def check_pull(self, href: HubRef, name: str | None, tag: str) -> str:
-        """The checks a pull makes before any network traffic; returns the name to use."""
+        """The checks a pull makes before any network traffic; returns the name to use.
+        A name with ``--`` must be ``href``'s own default name: ``org--a`` holding a
+        pull of ``evil/b`` would answer requests for ``org/a``."""
         name = validate_name(name or href.default_name)
+        if is_hub_name(name) and name != href.default_name:
+            raise InvalidName(f"invalid adapter name {name!r}: a name with '--' may only "
+                              f"hold pulls of its own repo ({href.default_name!r} for "
+                              f"{href.repo_id}); pick a name without '--'")
         validate_tag(tag)
         self._hub_policy.check(href)
         self._require_spec()
         return name
 
     async def tag(self, name: str, tag: str, digest: str) -> Manifest:
+        validate_own_name(name)
+        validate_tag(tag)
+
         def work() -> Manifest:
             self._store.tag(name, tag, digest)
             self._hub_cache.forget(f"{name}:{tag}")  # re-pointed by hand: no longer a cache
@@ -242,7 +336,9 @@ class AdapterService:
         return await anyio.to_thread.run_sync(work)
 
     async def delete(self, ref: str) -> set[str]:
-        """Delete ``name`` or ``name:tag``; return the digests that ref pointed at."""
+        """Delete ``name`` or ``name:tag`` (gone for lookups at once); return the digests
+        it pointed at. Their files stay until :meth:`gc` may remove them: the caller runs
+        it once it has let go of them (the server retires them from the engine first)."""
         parsed = parse_ref(ref)
 
         def work() -> set[str]:
@@ -258,8 +354,60 @@ class AdapterService:
 
         return await anyio.to_thread.run_sync(work)
 
-    async def check_import_path(self, raw: str) -> Path:
-        """The resolved dir if it lies under an ``--import-root``, else PathNotAllowed."""
+    # --- removing files ------------------------------------------------------------------
+
+    def set_in_use(self, fn: InUseFn) -> None:
+        """Where :meth:`gc` asks which digests this process still uses (the serving
+        table's ``digests_in_use``; called on the event loop)."""
+        self._in_use = fn
+
+    async def collect(self) -> None:
+        """:meth:`gc`, for callers that must not fail because of it (a delete is done
+        whether or not its files could go yet)."""
+        try:
+            await self.gc()
+        except AdapterError as exc:
+            log.warning("adapter store gc failed: %s", exc)
+
+    async def gc(self) -> Removed:
+        """Remove the files of versions no ref has pointed at for ``gc_grace_s`` and this
+        process does not use; return their digests. Versions that had to stay are looked
+        at again later (one timer, not one per call)."""
+        # Asked here, on the event loop: the serving table is not thread-safe. A digest
+        # not in use now can only come into use through a ref, which gc checks under the
+        # store's lock (or by a request that resolved it before the ref went, which the
+        # grace period covers).
+        in_use = set(self._in_use())
+        grace = self._options.gc_grace_s
+
+        def work() -> tuple[Removed, float | None]:
+            removed = self._store.gc(in_use=in_use, grace_s=grace)
+            since = self._store.orphaned().values()
+            return removed, (min(since) + grace if since else None)
+
+        removed, due = await anyio.to_thread.run_sync(work)
+        if due is not None:
+            self._gc_later(max(due - time.time(), GC_RETRY_S))
+        return removed
+
+    def _gc_later(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        timer = self._gc_timer
+        if timer is not None and not timer.cancelled() and timer.when() <= loop.time() + delay:
+            return  # an earlier run is planned already
+        if timer is not None:
+            timer.cancel()
+        self._gc_timer = loop.call_later(delay, self._gc_fire)
+
+    def _gc_fire(self) -> None:
+        self._gc_timer = None
+        if self._gc_task is None or self._gc_task.done():
+            self._gc_task = asyncio.ensure_future(self.gc())
+            self._gc_task.add_done_callback(_log_gc_failure)
+
+    async def check_import_path(self, raw: str) -> ImportPath:
+        """The dir ``raw`` names if it lies under an ``--import-root`` (else
+        PathNotAllowed), for :meth:`import_dir`."""
         roots = self._options.import_roots
         return await anyio.to_thread.run_sync(check_import_path, raw, roots)
 
@@ -270,3 +418,10 @@ class AdapterService:
                 "read (see the server log)"
             )
         return self._spec
+
+
+def _log_gc_failure(task: asyncio.Task[Removed]) -> None:
+    # A planned gc has nobody awaiting it: a failure (the store busy, a corrupt ref) is
+    # logged, and the next delete or eviction tries again.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("planned gc of the adapter store failed: %s", exc)

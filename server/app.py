@@ -13,15 +13,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from ..adapters.service import AdapterService, ServiceOptions
 from . import health
-from .admin import adapters, vllm_compat
-from .auth import authenticate
+from .admin import adapters, listing, vllm_compat
+from .auth import ADMIN, INFERENCE, Security
 from .deps import AppState, Serving
 from .engine.interface import Engine
 from .errors import install_error_handlers
+from .guards import RequestGuard
 from .openai.routers import ROUTERS
 from .serving.models import ServedModels
 from .serving.table import ServingTable
@@ -35,7 +36,9 @@ async def start_serving(engine: Engine, options: ServiceOptions,
                         startup_adapters: list[tuple[str, Path]]) -> Serving:
     """Open the store, and import and load the ``--adapter`` dirs (a bad one fails)."""
     service = await AdapterService.open(options)
-    table = ServingTable(engine, service.path)
+    table = ServingTable(engine, service.path, on_dropped=service.collect)
+    # Deleted versions' files stay while a request or the engine may still read them.
+    service.set_in_use(table.digests_in_use)
     models = ServedModels(engine.model_name, service, table)
     for name, path in startup_adapters:
         await models.register(await service.import_dir(name, path), load=True)
@@ -46,11 +49,14 @@ def create_app(
     engine_factory: EngineFactory,
     options: ServiceOptions,
     startup_adapters: list[tuple[str, Path]] | None = None,
+    security: Security | None = None,
 ) -> FastAPI:
     """Build the app. ``engine_factory`` is awaited in the background at start-up.
 
     ``startup_adapters`` (``--adapter NAME=PATH``) are imported into the store like any
-    other adapter, then loaded into the engine, so a bad one stops the start."""
+    other adapter, then loaded into the engine, so a bad one stops the start. Without
+    ``security`` the app is open (no keys, any Host)."""
+    security = security or Security()
     state = AppState()
 
     async def start() -> None:
@@ -80,11 +86,17 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.hotswap = state
+    app.state.hotswap_keys = security.keys
+    app.state.hotswap_metrics_auth = security.metrics_auth
     install_error_handlers(app)
-    # The auth stage runs before every API route (health and metrics stay open: probes
-    # and scrapers carry no key).
-    authenticated = [Depends(authenticate)]
-    for router in (*ROUTERS, adapters.router, vllm_compat.router):
-        app.include_router(router, dependencies=authenticated)
+    # The auth stage runs before every API route: reading needs the inference scope,
+    # changing adapters the admin scope. /health and /ready stay open (probes carry no
+    # key); /metrics too unless --metrics-auth.
+    for router in ROUTERS:
+        app.include_router(router, dependencies=[INFERENCE])
+    app.include_router(listing.router, dependencies=[INFERENCE])
+    app.include_router(adapters.router, dependencies=[ADMIN])
+    app.include_router(vllm_compat.router, dependencies=[ADMIN])
     app.include_router(health.router)
+    app.add_middleware(RequestGuard, allowed_hosts=security.allowed_hosts)
     return app

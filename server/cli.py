@@ -10,12 +10,15 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from .auth import KeyRing, Security, key_id, read_key_file
 from .config import Settings
 from .flags import settings_command
+from .key_policy import load_policy
 from .model_prep import BUNDLED_MODEL_NAME, ModelPreparationError, prepare_bundled_model
 
 app = typer.Typer(
@@ -92,12 +95,50 @@ def serve(settings: Settings) -> None:
         base_model_bytes=weights_bytes(model_ref),
         hub=HubOptions(allow=tuple(settings.hub_allow), autoload=settings.hub_autoload,
                        cache_bytes=int(settings.adapter_cache_bytes)),
+        gc_grace_s=settings.gc_grace,
+        max_uploads=settings.max_uploads,
+        upload_idle_timeout_s=settings.upload_idle_timeout,
+        store_max_bytes=None if settings.store_max_bytes is None
+        else int(settings.store_max_bytes),
     )
-    app_ = create_app(start_engine, service, settings.startup_adapters())
+    security = _security(settings)
+    app_ = create_app(start_engine, service, settings.startup_adapters(), security)
     log.info("listening on http://%s:%d (model %s loading)", settings.host, settings.port,
              served_name)
+    if security.keys.open:
+        log.warning("no API keys configured: anyone who can reach %s:%d may use and change "
+                    "adapters (give --api-key / --admin-key to require keys)", settings.host,
+                    settings.port)
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=5)
+
+
+def _security(settings: Settings) -> Security:
+    """Keys (flags, env, --api-key-file), the key policy and the Host allowlist; exits 2
+    with the reason if a file can not be used."""
+    inference = [k.get_secret_value() for k in settings.api_keys]
+    admin = [k.get_secret_value() for k in settings.admin_keys]
+    try:
+        if settings.api_key_file is not None:
+            more, more_admin = read_key_file(settings.api_key_file.read_text())
+            inference, admin = inference + more, admin + more_admin
+        policy = load_policy(settings.key_policy) if settings.key_policy else None
+        keys = KeyRing.of(inference, admin, policy)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if keys.open and settings.api_key_file is not None:
+        err.print(f"[red]error:[/red] --api-key-file {settings.api_key_file} holds no key")
+        raise typer.Exit(2)
+    return Security(keys=keys, allowed_hosts=settings.host_allowlist,
+                    metrics_auth=settings.metrics_auth)
+
+
+@app.command("key-id")
+def show_key_id(key: Annotated[str, typer.Argument(
+        help="The API key ('-' reads it from stdin, which keeps it out of `ps`).")]) -> None:
+    """Print a key's id: the name --key-policy files and the server log use for it."""
+    typer.echo(key_id(sys.stdin.readline().strip() if key == "-" else key))
 
 
 @app.command("prepare-model")

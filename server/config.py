@@ -7,17 +7,32 @@ and metavar, so flags and settings can not drift apart. Precedence: flag > env >
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import ByteSize, Field, field_validator, model_validator
+from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Adapter and model names users may choose: the store's rule for names and tags.
-from ..adapters.names import HUB_ALLOW_PATTERN, NAME_PATTERN
+from ..adapters.errors import InvalidName
+from ..adapters.names import HUB_ALLOW_PATTERN, validate_own_name
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+#: Names a loopback-bound server answers to unless --allowed-host says otherwise.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_home() -> Path:
@@ -35,11 +50,10 @@ def parse_adapter_spec(spec: str) -> tuple[str, Path]:
     name = name.strip()
     if not sep or not name or not path.strip():
         raise ValueError(f"adapter must be NAME=PATH, got {spec!r}")
-    if not NAME_PATTERN.match(name):
-        raise ValueError(
-            f"adapter name {name!r} must match {NAME_PATTERN.pattern} "
-            "(lowercase letters, digits, '.', '_', '-')"
-        )
+    try:
+        validate_own_name(name)
+    except InvalidName as exc:
+        raise ValueError(exc.message) from None
     p = Path(path.strip()).expanduser()
     if not p.is_dir():
         raise ValueError(f"adapter {name!r}: {p} is not a directory")
@@ -49,7 +63,9 @@ def parse_adapter_spec(spec: str) -> tuple[str, Path]:
 class Settings(BaseSettings):
     """Validated at start; an invalid value stops the server with a clear message."""
 
-    model_config = SettingsConfigDict(env_prefix="HOTSWAP_", extra="forbid")
+    # populate_by_name: flags pass field names; env may use the aliases (HOTSWAP_API_KEY).
+    model_config = SettingsConfigDict(env_prefix="HOTSWAP_", extra="forbid",
+                                      populate_by_name=True)
 
     model: str | None = Field(
         default=None,
@@ -146,11 +162,83 @@ class Settings(BaseSettings):
         "Uploaded and imported adapters are never evicted.",
         json_schema_extra={"metavar": "BYTES"},
     )
+    max_uploads: int = Field(
+        default=4, ge=1, le=256,
+        description="Adapter uploads received at once; more get 429 (each holds up to the "
+        "adapter size cap on the store's disk while it arrives).",
+    )
+    upload_idle_timeout: float = Field(
+        default=30.0, gt=0,
+        description="Seconds an upload may send no byte before it is refused (408); a "
+        "stalled upload holds no worker thread meanwhile.",
+        json_schema_extra={"metavar": "SECONDS"},
+    )
+    store_max_bytes: ByteSize | None = Field(
+        default=None,
+        description="Byte budget of all stored versions together (e.g. 20GiB); an upload "
+        "past it gets 507. Default: none.",
+        json_schema_extra={"metavar": "BYTES"},
+    )
+    gc_grace: float = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds a deleted or evicted version's files stay on disk once nothing "
+        "points at it and no request or engine slot here uses it, for other replicas "
+        "sharing the store still reading it.",
+        json_schema_extra={"metavar": "SECONDS"},
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("api_keys", "HOTSWAP_API_KEYS", "HOTSWAP_API_KEY"),
+        description="API key with the inference scope (OpenAI endpoints, adapter "
+        "listings), sent as 'Authorization: Bearer KEY'. Repeatable; in env "
+        "HOTSWAP_API_KEYS (comma-separated) or HOTSWAP_API_KEY. Flags show in `ps`: prefer "
+        "env or --api-key-file. Without any key the server is open, on loopback only.",
+        json_schema_extra={"flag": "--api-key", "metavar": "KEY", "env": "HOTSWAP_API_KEYS"},
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("admin_keys", "HOTSWAP_ADMIN_KEYS", "HOTSWAP_ADMIN_KEY"),
+        description="API key with the admin scope (upload, pull, tag, delete, load, unload, "
+        "vLLM's load/unload routes) and the inference scope. Repeatable; in env "
+        "HOTSWAP_ADMIN_KEYS (comma-separated) or HOTSWAP_ADMIN_KEY.",
+        json_schema_extra={"flag": "--admin-key", "metavar": "KEY",
+                           "env": "HOTSWAP_ADMIN_KEYS"},
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="File of API keys, one per line: KEY (inference scope), "
+        "inference:KEY or admin:KEY; blank lines and # comments skipped.",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    key_policy: Path | None = Field(
+        default=None,
+        description="Per-key adapter policy, YAML or JSON: which models each key id may "
+        "call and see, and which adapter names it may manage (docs: SECURITY.md). "
+        "`hotswap key-id KEY` prints a key's id.",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve without API keys on a non-loopback --host (anyone who can reach "
+        "the port may then use and change adapters).",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header values this server answers (others get 421: DNS "
+        "rebinding defence). Repeatable; '*' for any. Default: localhost, 127.0.0.1 and ::1 "
+        "when --host is loopback, else any.",
+        json_schema_extra={"flag": "--allowed-host", "metavar": "HOST"},
+    )
+    metrics_auth: bool = Field(
+        default=False, description="Require an API key (any scope) for GET /metrics."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of hotswap and uvicorn."
     )
 
-    @field_validator("adapters", "import_roots", "hub_allow", mode="before")
+    @field_validator("adapters", "import_roots", "hub_allow", "api_keys", "admin_keys",
+                     "allowed_hosts", mode="before")
     @classmethod
     def _split_env_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -206,6 +294,27 @@ class Settings(BaseSettings):
         if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras must be >= max_loras")
         return self
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> Settings:
+        if not (self.has_keys or self.allow_unauthenticated or is_loopback(self.host)):
+            raise ValueError(
+                f"refusing to serve {self.host} without API keys: give --api-key / "
+                "--admin-key / --api-key-file, or --allow-unauthenticated")
+        return self
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.api_keys or self.admin_keys or self.api_key_file)
+
+    @property
+    def host_allowlist(self) -> tuple[str, ...]:
+        """Host names to answer; empty: any."""
+        if "*" in self.allowed_hosts:
+            return ()
+        if self.allowed_hosts:
+            return tuple(self.allowed_hosts)
+        return LOOPBACK_NAMES if is_loopback(self.host) else ()
 
     @property
     def store_dir(self) -> Path:

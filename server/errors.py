@@ -55,6 +55,43 @@ class ModelNotFound(HotswapError):
         super().__init__(f"The model '{model}' does not exist.", param="model")
 
 
+class Unauthenticated(HotswapError):
+    status, type = 401, "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.headers = {"WWW-Authenticate": "Bearer"}
+
+
+class MissingApiKey(Unauthenticated):
+    code = "missing_api_key"
+
+
+class InvalidApiKey(Unauthenticated):
+    code = "invalid_api_key"
+
+
+class InsufficientScope(HotswapError):
+    # A valid key that may not do this (an inference key on an admin route).
+    status, type, code = 403, "permission_error", "insufficient_scope"
+
+
+class NameNotAllowed(HotswapError):
+    # The key policy does not let this key manage adapters under this name.
+    status, type, code = 403, "permission_error", "name_not_allowed"
+
+
+class UnsupportedMediaType(HotswapError):
+    # Browsers send text/plain or form types cross-site without a preflight; we take
+    # neither, so a web page can not post to this server.
+    status, type, code = 415, "invalid_request_error", "unsupported_media_type"
+
+
+class HostNotAllowed(HotswapError):
+    # A Host header outside --allowed-host: DNS rebinding, or a misrouted request.
+    status, type, code = 421, "invalid_request_error", "host_not_allowed"
+
+
 class RouteNotFound(HotswapError):
     status, type, code = 404, "invalid_request_error", "not_found"
 
@@ -84,10 +121,14 @@ class RegistryError(HotswapError):
     """An ``adapters.errors.AdapterError`` with the status the table below gives it."""
 
     def __init__(self, exc: reg.AdapterError, status: int) -> None:
-        super().__init__(exc.message, param=exc.param)
+        # A store failure's own message may name server paths: the log has it, the
+        # client gets the code and a pointer.
+        message = ("the adapter store failed (see the server log)" if status == 500
+                   else exc.message)
+        super().__init__(message, param=exc.param)
         self.status = status
         self.code = exc.code
-        if isinstance(exc, reg.StoreBusy):
+        if isinstance(exc, reg.StoreBusy | reg.TooManyUploads):
             self.headers = {"Retry-After": str(STORE_BUSY_RETRY_AFTER_S)}
         if status == 503:
             self.type = "service_unavailable"
@@ -95,6 +136,8 @@ class RegistryError(HotswapError):
             self.type = "server_error"
         elif status == 403:
             self.type = "permission_error"
+        elif status == 429:
+            self.type = "rate_limit_error"
         else:
             self.type = "invalid_request_error"
 
@@ -121,6 +164,9 @@ REGISTRY_STATUS: tuple[tuple[type[reg.AdapterError], int], ...] = (
     (reg.SourceNotFound, 400),
     (reg.PathNotAllowed, 403),
     (reg.AdmissionUnavailable, 503),
+    (reg.UploadIncomplete, 408),
+    (reg.TooManyUploads, 429),
+    (reg.StoreFull, 507),
     (reg.AdapterNotFound, 404),
     (reg.VersionNotFound, 404),
     (reg.TooLarge, 413),

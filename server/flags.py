@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ByteSize, ValidationError
+from pydantic import ByteSize, SecretStr, ValidationError
 from rich.console import Console
 
 from .config import Settings
@@ -48,12 +48,16 @@ def load_settings(given: dict[str, Any]) -> Settings:
         return Settings(**values)
     except ValidationError as exc:
         for e in exc.errors():
-            name = str(e["loc"][0]) if e["loc"] else "settings"
-            err.print(f"[red]error:[/red] {flag_name(name)}: {e['msg']}")
+            where = f"{flag_name(str(e['loc'][0]))}: " if e["loc"] else ""
+            # A model validator's message reads "Value error, ...": the reason is enough.
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            err.print(f"[red]error:[/red] {where}{msg}")
         raise typer.Exit(2) from None
 
 
 def flag_name(field: str) -> str:
+    if field not in Settings.model_fields:  # an env alias (HOTSWAP_API_KEY)
+        return field
     extra = _extra(field)
     return str(extra.get("flag", "--" + field.replace("_", "-")))
 
@@ -79,7 +83,7 @@ def _cli_type(annotation: Any) -> Any:
         return _cli_type(args[0])
     if origin is list:
         return list[_cli_type(typing.get_args(annotation)[0])]  # type: ignore[misc]
-    if origin is typing.Literal or annotation is ByteSize:
+    if origin is typing.Literal or annotation in (ByteSize, SecretStr):
         return str
     if annotation in (str, int, float, bool, Path):
         return annotation
@@ -95,8 +99,9 @@ def _help(field: str) -> str:
     choices = typing.get_args(info.annotation) if typing.get_origin(
         info.annotation) is typing.Literal else ()
     listed = f" One of: {', '.join(map(str, choices))}." if choices else ""
+    env = _extra(field).get("env", f"HOTSWAP_{field.upper()}")
     # Escaped: rich would read "[env: ...]" as markup and drop it.
-    return f"{info.description}{listed}{shown} \\[env: HOTSWAP_{field.upper()}]"
+    return f"{info.description}{listed}{shown} \\[env: {env}]"
 
 
 def _extra(field: str) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .auth import authenticate
 from .deps import StateDep
 from .engine.interface import EngineError
 
@@ -35,5 +36,7 @@ async def ready(state: StateDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics (hotswap_* and the engine's vllm:*)")
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    if request.app.state.hotswap_metrics_auth:
+        await authenticate(request)  # any valid key (--metrics-auth)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,8 @@ The pipeline (:mod:`.pipeline`) runs the checks cheapest first:
 4. only then tensor values: no NaN/Inf.
 
 :class:`AdmissionLimits` (the server's policy) and :class:`AdmissionReport` (the result)
-are in :mod:`.limits`.
+are in :mod:`.limits`; :func:`fitted_limits` (:mod:`.budget`) lowers the byte cap to the
+largest adapter the base model can have.
 
 PEFT types are pluggable: a :class:`PeftRule` (:mod:`.rule`) per ``peft_type`` in
 :data:`RULES` (:mod:`.lora`, :mod:`.prompt`). A type is admitted only if it has a rule
@@ -24,10 +25,14 @@ it serves more).
 """
 
 from .base_model import LLAMA_LAYOUT_MODEL_TYPES, BaseModelSpec, ModuleShape
+from .budget import fitted_limits, max_adapter_bytes
 from .files import (
+    CARD_FILE,
     CONFIG_FILE,
+    FLOAT_DTYPE_BYTES,
     FLOAT_DTYPES,
     KEPT_FILES,
+    MAX_CARD_BYTES,
     MAX_CONFIG_BYTES,
     PICKLE_SUFFIXES,
     WEIGHTS_FILE,
@@ -40,10 +45,13 @@ from .prompt import PrefixTuningRule, PromptTuningRule
 from .rule import PeftRule, RuleResult
 
 __all__ = [
+    "CARD_FILE",
     "CONFIG_FILE",
     "FLOAT_DTYPES",
+    "FLOAT_DTYPE_BYTES",
     "KEPT_FILES",
     "LLAMA_LAYOUT_MODEL_TYPES",
+    "MAX_CARD_BYTES",
     "MAX_CONFIG_BYTES",
     "PICKLE_SUFFIXES",
     "RULES",
@@ -60,4 +68,6 @@ __all__ = [
     "RuleResult",
     "TensorInfo",
     "admit",
+    "fitted_limits",
+    "max_adapter_bytes",
 ]

@@ -8,6 +8,7 @@ tensor is touched).
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -30,13 +31,23 @@ from .limits import AdmissionLimits
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+CARD_FILE = "README.md"
 #: Files a version keeps; anything else in the staged dir is dropped with a warning, so
 #: the store holds only what the engine reads (plus the model card).
-KEPT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, "README.md"})
+KEPT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE})
 #: Refused outright, wherever they appear: loading them would mean unpickling.
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
-FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+#: Bytes per value of each accepted (float) dtype; its keys are :data:`FLOAT_DTYPES`.
+FLOAT_DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+FLOAT_DTYPES = frozenset(FLOAT_DTYPE_BYTES)
 MAX_CONFIG_BYTES = 1 << 20
+#: Only the weights may be large. A bigger model card is dropped with a warning, not
+#: refused: it is for people only, and a training run's long card should not fail an
+#: otherwise good adapter. A bigger config is refused (:func:`read_config`): it is needed.
+MAX_CARD_BYTES = 1 << 20
+#: Nesting of ``adapter_config.json``: PEFT's is 3 deep at most; deeper values would make
+#: every recursive reader of the config (json, pydantic, logging) a risk.
+MAX_CONFIG_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -48,9 +59,10 @@ class TensorInfo:
 
 
 def select_files(root: Path, limits: AdmissionLimits) -> tuple[list[str], list[str]]:
-    """Walk ``root`` (no symlinks followed); return (kept, dropped) relative paths."""
+    """Walk ``root`` (no symlinks followed); return the kept relative paths and a warning
+    for each file dropped."""
     kept: list[str] = []
-    dropped: list[str] = []
+    warnings: list[str] = []
     pickles: list[str] = []
     entries = 0
     total = 0
@@ -71,10 +83,15 @@ def select_files(root: Path, limits: AdmissionLimits) -> tuple[list[str], list[s
                 raise TooLarge(f"adapter files exceed {limits.max_total_bytes} bytes")
             if Path(entry).suffix.lower() in PICKLE_SUFFIXES:
                 pickles.append(rel)
+            elif rel == CARD_FILE and st.st_size > MAX_CARD_BYTES:
+                warnings.append(
+                    f"dropped {rel}: {st.st_size} bytes, over the {MAX_CARD_BYTES}-byte cap "
+                    "for a model card"
+                )
             elif rel in KEPT_FILES:
                 kept.append(rel)
             else:
-                dropped.append(rel)
+                warnings.append(f"ignored file not used by the server: {rel}")
     if pickles:
         raise PickleRefused(
             f"pickle-format files are refused and never loaded: {', '.join(sorted(pickles))}; "
@@ -85,22 +102,54 @@ def select_files(root: Path, limits: AdmissionLimits) -> tuple[list[str], list[s
         raise InvalidAdapterConfig(f"{CONFIG_FILE} is missing")
     if WEIGHTS_FILE not in kept:
         raise MissingWeights(f"{WEIGHTS_FILE} is missing")
-    return kept, dropped
+    return kept, warnings
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The parsed ``adapter_config.json``: a size-capped JSON object with a ``peft_type``."""
+    """The parsed ``adapter_config.json``: a size- and depth-capped JSON object with only
+    finite numbers and a ``peft_type``."""
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise InvalidAdapterConfig(f"{CONFIG_FILE} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        config = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        config = json.loads(
+            path.read_bytes(), parse_constant=_non_finite, parse_float=_finite_float
+        )
+    except RecursionError:
+        raise InvalidAdapterConfig(f"{CONFIG_FILE} is nested too deeply") from None
+    except ValueError as exc:  # bad JSON or UTF-8, or an integer over 4300 digits
         raise InvalidAdapterConfig(f"{CONFIG_FILE} is not valid JSON: {exc}") from exc
+    if _depth(config) > MAX_CONFIG_DEPTH:
+        raise InvalidAdapterConfig(f"{CONFIG_FILE} nests deeper than {MAX_CONFIG_DEPTH} levels")
     if not isinstance(config, dict):
         raise InvalidAdapterConfig(f"{CONFIG_FILE} must hold a JSON object")
     if not isinstance(config.get("peft_type"), str):
         raise InvalidAdapterConfig(f"{CONFIG_FILE} has no string field 'peft_type'")
     return config
+
+
+def _non_finite(literal: str) -> float:
+    # Python's json reads NaN and Infinity, which JSON itself does not have.
+    raise InvalidAdapterConfig(f"{CONFIG_FILE} holds {literal}: numbers must be finite")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999 parses to inf
+        raise InvalidAdapterConfig(f"{CONFIG_FILE} holds {literal[:40]}: numbers must be finite")
+    return value
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and objects nest in a parsed JSON value, counted level by level
+    (no recursion) and only up to one past :data:`MAX_CONFIG_DEPTH`."""
+    depth, level = 0, [value]
+    while depth <= MAX_CONFIG_DEPTH:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:

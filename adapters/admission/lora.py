@@ -20,7 +20,7 @@ from ..errors import (
 from .base_model import BaseModelSpec, ModuleShape
 from .files import CONFIG_FILE, WEIGHTS_FILE, TensorInfo
 from .limits import AdmissionLimits
-from .rule import RuleResult, positive_int
+from .rule import RuleResult, integer, number, positive_int
 
 #: Modules the base model has but adapters may not target. Both would need LoRA on the
 #: vocabulary-sized embedding / logits, which vLLM supports only narrowly, costs
@@ -51,6 +51,10 @@ _LORA_UNSUPPORTED_OPTIONS: dict[str, str] = {
     "use_qalora": "QA-LoRA",
 }
 
+#: Real configs use alpha = r..4r with r <= 512 (vLLM's largest max_lora_rank); the cap
+#: only keeps absurd output scales (alpha / r) out.
+MAX_LORA_ALPHA = 65536.0
+
 
 class LoraRule:
     """LoRA on the decoder projections (q/k/v/o, gate/up/down)."""
@@ -64,13 +68,12 @@ class LoraRule:
     ) -> RuleResult:
         modules = spec.modules()
         rank = positive_int(config, "r")
-        alpha = config.get("lora_alpha")
-        if not isinstance(alpha, int | float) or isinstance(alpha, bool):
-            raise InvalidAdapterConfig(f"{CONFIG_FILE}: 'lora_alpha' must be a number")
+        alpha = number(config.get("lora_alpha"), "'lora_alpha'", 0, MAX_LORA_ALPHA, low_open=True)
         if rank > limits.max_lora_rank:
             raise RankTooHigh(
                 f"LoRA rank {rank} exceeds this server's max_lora_rank {limits.max_lora_rank}"
             )
+        _check_values(config, spec)
         for key, what in _LORA_UNSUPPORTED_OPTIONS.items():
             if config.get(key):
                 raise UnsupportedFeature(f"{what} is not supported ({key} is set)")
@@ -115,7 +118,12 @@ class LoraRule:
                     "trained for another base model"
                 )
         targets = tuple(sorted({module for _, module in pairs}))
-        return RuleResult(rank=rank, alpha=float(alpha), target_modules=targets)
+        return RuleResult(rank=rank, alpha=alpha, target_modules=targets)
+
+    def max_params(self, spec: BaseModelSpec, limits: AdmissionLimits) -> int:
+        """Every projection of every layer at ``max_lora_rank``: A is r x in, B out x r."""
+        per_layer = sum(s.in_features + s.out_features for s in spec.modules().values())
+        return spec.num_layers * limits.max_lora_rank * per_layer
 
     @staticmethod
     def _check_target_names(targets: object, modules: Mapping[str, ModuleShape]) -> None:
@@ -150,6 +158,31 @@ class LoraRule:
                 f"tensor {name}: the base model has no module {parent}.{module}"
             )
         return layer, module, which
+
+
+def _check_values(config: Mapping[str, Any], spec: BaseModelSpec) -> None:
+    """Types and ranges of the other fields vLLM or PEFT read; the options refused as
+    unsupported are type-checked first, so a mistyped one says so."""
+    if config.get("lora_dropout") is not None:
+        number(config["lora_dropout"], "'lora_dropout'", 0, 1)
+    if not isinstance(config.get("use_rslora", False), bool):
+        raise InvalidAdapterConfig(f"{CONFIG_FILE}: 'use_rslora' must be true or false")
+    layers = config.get("layers_to_transform")
+    if layers is not None:
+        for layer in layers if isinstance(layers, list) else [layers]:
+            integer(layer, "'layers_to_transform' entry", 0, spec.num_layers - 1)
+    for key in ("rank_pattern", "alpha_pattern"):
+        pattern = config.get(key)
+        if pattern is None:
+            continue
+        if not isinstance(pattern, dict):
+            raise InvalidAdapterConfig(f"{CONFIG_FILE}: '{key}' must be an object")
+        for module, value in pattern.items():
+            what = f"'{key}' value for {module!r}"
+            if key == "rank_pattern":
+                integer(value, what, 1)
+            else:
+                number(value, what, 0, MAX_LORA_ALPHA, low_open=True)
 
 
 def _classify_module(module: str, modules: Mapping[str, ModuleShape]) -> None:

@@ -34,8 +34,7 @@ RULES: Mapping[str, PeftRule] = {
 
 def admit(adapter_dir: Path, spec: BaseModelSpec, limits: AdmissionLimits) -> AdmissionReport:
     """Run every check on ``adapter_dir``; raise the first failure, else return the report."""
-    kept, dropped = select_files(adapter_dir, limits)
-    warnings = [f"ignored file not used by the server: {p}" for p in dropped]
+    kept, warnings = select_files(adapter_dir, limits)
 
     config = read_config(adapter_dir / CONFIG_FILE)
     peft_type = config.get("peft_type")

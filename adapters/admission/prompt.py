@@ -15,7 +15,10 @@ from ..errors import (
 from .base_model import BaseModelSpec
 from .files import WEIGHTS_FILE, TensorInfo
 from .limits import AdmissionLimits
-from .rule import RuleResult, positive_int
+from .rule import RuleResult, integer, positive_int
+
+#: Sizes PEFT records for prompt learning; only type-checked, the tensor shape is the truth.
+_SIZE_FIELDS = ("token_dim", "num_layers", "num_attention_heads")
 
 
 class _PromptLearningRule:
@@ -36,8 +39,12 @@ class _PromptLearningRule:
             raise UnsupportedFeature(
                 f"num_virtual_tokens {n} exceeds this server's cap {limits.max_virtual_tokens}"
             )
+        for key in _SIZE_FIELDS:
+            if config.get(key) is not None:
+                integer(config[key], f"'{key}'", 1)
+        submodules = config.get("num_transformer_submodules")
         # 2 means encoder-decoder (seq2seq); the server runs decoder-only models.
-        if config.get("num_transformer_submodules", 1) not in (1, None):
+        if submodules is not None and integer(submodules, "'num_transformer_submodules'", 1) != 1:
             raise UnsupportedFeature("num_transformer_submodules must be 1 (decoder-only)")
         extra = sorted(set(tensors) - {"prompt_embeddings"})
         if extra:
@@ -56,6 +63,9 @@ class _PromptLearningRule:
                 f"{width}: the adapter was trained for another base model"
             )
         return RuleResult(num_virtual_tokens=n)
+
+    def max_params(self, spec: BaseModelSpec, limits: AdmissionLimits) -> int:
+        return limits.max_virtual_tokens * self.width(spec)
 
 
 class PromptTuningRule(_PromptLearningRule):

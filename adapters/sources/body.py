@@ -1,52 +1,53 @@
-"""A request body (an async byte iterator) read with blocking ``read(n)`` calls, so the
-synchronous archive extractors can consume an upload from a worker thread as it arrives,
-without the body ever being held whole."""
+"""An upload body read off the event loop's clock, never holding a worker thread while
+the network is slow: the async side takes chunks from the request (each within
+``idle_timeout_s``) and appends them to a temporary file on the store's filesystem
+(each write a short hop to a worker thread), counting against the byte cap. Extraction
+then runs from that file in one worker thread, as fast as the disk allows.
+
+Holding the archive on disk rather than in memory costs at most the upload cap; it also
+means a half-sent upload never reaches the extractor.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
 
-import anyio.from_thread
+import anyio.to_thread
 
-from ..errors import TooLarge
-from . import CHUNK
+from ..errors import TooLarge, UploadIncomplete
 
 
-class BlockingReader:
-    """``read(n)`` over an async byte iterator; call it from an anyio worker thread."""
+async def spool(body: AsyncIterator[bytes], directory: Path, limit: int,
+                idle_timeout_s: float) -> IO[bytes]:
+    """The whole of ``body`` in an anonymous temporary file in ``directory``, rewound.
 
-    def __init__(self, body: AsyncIterator[bytes]) -> None:
-        self._body = body
-        self._buffer = bytearray()
-        self._eof = False
-        self.received = 0  # bytes taken from the body so far
-
-    def read(self, size: int = -1, /) -> bytes:
-        while not self._eof and (size < 0 or len(self._buffer) < size):
-            chunk = anyio.from_thread.run(self._next)
-            if chunk is None:
-                self._eof = True
-            else:
-                self.received += len(chunk)
-                self._buffer += chunk
-        if size < 0:
-            size = len(self._buffer)
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def drain(self, limit: int) -> None:
-        """Read to the end of the body, discarding; TooLarge once the whole body (the
-        archive included) passes ``limit`` bytes."""
-        while self.received <= limit:
-            if self._eof:
-                return
-            self._buffer.clear()
-            self.read(CHUNK)
-        raise TooLarge(f"upload exceeds {limit} bytes")
-
-    async def _next(self) -> bytes | None:
-        try:
-            return await anext(self._body)
-        except StopAsyncIteration:
-            return None
+    TooLarge past ``limit`` bytes; UploadIncomplete when no byte arrives for
+    ``idle_timeout_s`` seconds. The caller closes the file (closing deletes it)."""
+    # Not a context manager: the file outlives this call, handed to the caller open.
+    spooled = await anyio.to_thread.run_sync(
+        lambda: tempfile.TemporaryFile(dir=directory, prefix="upload-"))  # noqa: SIM115
+    received = 0
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(body), idle_timeout_s)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UploadIncomplete(
+                    f"upload stalled: no data for {idle_timeout_s:g} s; nothing stored"
+                ) from None
+            received += len(chunk)
+            if received > limit:
+                raise TooLarge(f"upload exceeds {limit} bytes")
+            if chunk:
+                await anyio.to_thread.run_sync(spooled.write, chunk)
+        await anyio.to_thread.run_sync(spooled.seek, 0)
+    except BaseException:
+        spooled.close()
+        raise
+    return spooled

@@ -57,7 +57,7 @@ from ..errors import (
     PickleRefused,
     TooLarge,
 )
-from ..names import NAME_PATTERN, REPO_ID_PATTERN
+from ..names import HUB_NAME_SEPARATOR, NAME_PATTERN, REPO_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class HubRef:
     def default_name(self) -> str:
         """The adapter name a pull stores under unless told otherwise: ``owner--name``,
         lower-cased (hub ids are case-insensitive; adapter names are lower-case)."""
-        name = self.repo_id.replace("/", "--").lower()
+        name = self.repo_id.replace("/", HUB_NAME_SEPARATOR).lower()
         if not NAME_PATTERN.fullmatch(name):
             raise InvalidHubRepo(
                 f"{self.repo_id!r} does not fit an adapter name ({len(name)} chars, max 64); "

@@ -6,35 +6,40 @@ spooled to an anonymous temporary file next to the staging directory (inside the
 first. Every read and write is counted against the caps, so neither a large upload nor
 a decompression bomb gets further than ``limits.max_total_bytes``.
 
-Nothing is extracted with ``tarfile.extract``/``zipfile.extract``: each member's path
-is checked here (no absolute paths, no ``..``, no backslashes or drive letters), only
-regular files and directories are accepted (links, devices, fifos are refused, not
-skipped, so the uploader learns why), and files are created with ``O_EXCL | O_NOFOLLOW``
-below the staging directory. Permissions and owners in the archive are ignored.
+The stdlib readers never see what would make them stall or balloon: tar header blocks
+are checked as they stream past (:mod:`.tar_guard`; tar.gz is decompressed here, so the
+check sees the tar), and a zip's central directory is sized (:mod:`.zip_guard`) before
+``zipfile`` reads it.
+
+Nothing is extracted with ``tarfile.extract``/``zipfile.extract``: each member's name is
+checked (:mod:`.members`: no absolute paths, no ``..``, nothing the server could not
+create or walk), only regular files and directories are accepted (links, devices, fifos
+are refused, not skipped, so the uploader learns why), and files are created with
+``O_EXCL | O_NOFOLLOW`` below the staging directory. Permissions and owners in the
+archive are ignored.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import os
-import re
 import stat
+import struct
 import tarfile
 import tempfile
 import uuid
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..admission import AdmissionLimits
-from ..errors import InvalidArchive, TooLarge, UnsafePath
+from ..errors import InvalidArchive, InvalidMemberName, TooLarge, UnsafePath
 from . import CHUNK
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+from .members import member_path
+from .streams import CappedInput, Readable
+from .tar_guard import ENCODING, ERRORS, TarHeaderGuard
+from .zip_guard import check_central_directory
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +48,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 _TAR_MAGIC_AT, _TAR_MAGIC = 257, b"ustar"
 _HEAD_BYTES = 512
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-class Readable(Protocol):
-    """Anything with ``read(n)``: a file, ``UploadFile.file``, a socket reader."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def extract_archive(stream: Readable, dest: Path, limits: AdmissionLimits) -> None:
@@ -63,56 +61,19 @@ def extract_archive(stream: Readable, dest: Path, limits: AdmissionLimits) -> No
     may then hold a partial extraction, which the caller discards (``Store.staging``
     does).
     """
-    src = _CappedInput(stream, limits.max_total_bytes)
+    src = CappedInput(stream, limits.max_total_bytes)
     head = src.peek(_HEAD_BYTES)
     if head.startswith(_GZIP_MAGIC):
-        _extract_tar(src, dest, limits, "r|gz")
+        # Decompressed here rather than by tarfile ("r|gz"), so the guard sees the tar.
+        with gzip.GzipFile(fileobj=src, mode="rb") as tar_stream:
+            _extract_tar(tar_stream, dest, limits)
     elif head.startswith(_ZIP_MAGICS):
         _extract_zip(src, dest, limits)
     elif head[_TAR_MAGIC_AT : _TAR_MAGIC_AT + len(_TAR_MAGIC)] == _TAR_MAGIC:
-        _extract_tar(src, dest, limits, "r|")
+        _extract_tar(src, dest, limits)
     else:
         raise InvalidArchive("upload is not a tar, tar.gz or zip archive")
     _hoist_single_dir(dest)
-
-
-class _CappedInput(io.RawIOBase):
-    """The upload stream as a read-only binary file, counted against a byte cap, with a
-    peekable head (for format detection without consuming it)."""
-
-    def __init__(self, stream: Readable, cap: int) -> None:
-        super().__init__()
-        self._stream = stream
-        self._cap = cap
-        self._count = 0
-        self._head = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def peek(self, size: int) -> bytes:
-        while len(self._head) < size:
-            chunk = self._pull(size - len(self._head))
-            if not chunk:
-                break
-            self._head += chunk
-        return self._head
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._head:
-            data, self._head = self._head[: len(view)], self._head[len(view) :]
-        else:
-            data = self._pull(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def _pull(self, size: int) -> bytes:
-        data = self._stream.read(size)
-        self._count += len(data)
-        if self._count > self._cap:
-            raise TooLarge(f"upload exceeds {self._cap} bytes")
-        return data
 
 
 class _Writer:
@@ -124,19 +85,16 @@ class _Writer:
         self._entries = 0
         self._budget = limits.max_total_bytes
 
-    def path_of(self, name: str) -> PurePosixPath | None:
+    def path_of(self, name: str, *, is_dir: bool) -> PurePosixPath | None:
         """Check a member name; None for the archive root (``./``)."""
         self._entries += 1
         if self._entries > self._limits.max_files:
             raise TooLarge(f"archive has more than {self._limits.max_files} entries")
-        if not name or "\x00" in name or "\\" in name:
-            raise UnsafePath(f"member {name!r}: empty name, NUL or backslash")
-        if name.startswith("/") or _DRIVE.match(name):
-            raise UnsafePath(f"member {name!r}: absolute path")
-        parts = [p for p in name.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise UnsafePath(f"member {name!r}: '..' would leave the staging directory")
-        return PurePosixPath(*parts) if parts else None
+        rel = member_path(name)
+        if rel is None and not is_dir:
+            # Never written, so its data would be skipped uncounted by the byte budget.
+            raise InvalidMemberName(f"member {name!r}: a file named as the archive root")
+        return rel
 
     def mkdir(self, rel: PurePosixPath) -> None:
         path = self._dest
@@ -171,24 +129,31 @@ class _Writer:
 
 
 # Errors a damaged archive raises from the stdlib readers; anything else (disk full,
-# permissions) is ours and propagates unchanged.
+# permissions) is ours and propagates unchanged. UnicodeError: zipfile decodes flagged
+# UTF-8 names strictly; tarfile a pax hdrcharset record.
 _TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    zlib.error,
+    NotImplementedError,
+    struct.error,
+)
 
 
-def _extract_tar(
-    src: _CappedInput, dest: Path, limits: AdmissionLimits, mode: Literal["r|gz", "r|"]
-) -> None:
+def _extract_tar(src: Readable, dest: Path, limits: AdmissionLimits) -> None:
     writer = _Writer(dest, limits)
+    guarded = TarHeaderGuard(src, max_member_bytes=limits.max_total_bytes)
     try:
         # Stream mode ("r|"): headers are read in order, no seeking, nothing buffered.
-        with tarfile.open(fileobj=src, mode=mode) as tar:
+        with tarfile.open(fileobj=guarded, mode="r|", encoding=ENCODING, errors=ERRORS) as tar:
             for member in tar:
                 if not (member.isreg() or member.isdir()):
                     raise UnsafePath(
                         f"member {member.name!r}: links, devices and fifos are refused"
                     )
-                rel = writer.path_of(member.name)
+                rel = writer.path_of(member.name, is_dir=member.isdir())
                 if rel is None:
                     continue
                 if member.isdir():
@@ -200,36 +165,46 @@ def _extract_tar(
                 writer.write(rel, data)
     except _TAR_ERRORS as exc:
         raise InvalidArchive(f"damaged tar archive: {exc}") from exc
+    except UnicodeError as exc:
+        raise InvalidMemberName(f"tar member name is not valid UTF-8: {exc}") from exc
 
 
-def _extract_zip(src: _CappedInput, dest: Path, limits: AdmissionLimits) -> None:
+def _extract_zip(src: CappedInput, dest: Path, limits: AdmissionLimits) -> None:
     writer = _Writer(dest, limits)
     # Anonymous file (unlinked at once): nothing to clean up after a crash.
     with tempfile.TemporaryFile(dir=dest.parent) as spool:
         while chunk := src.read(CHUNK):
             spool.write(chunk)
+        size = spool.tell()
+        check_central_directory(spool, limits.max_files)
         spool.seek(0)
         try:
             with zipfile.ZipFile(spool) as archive:
                 for info in archive.infolist():
                     if info.flag_bits & 0x1:
                         raise InvalidArchive(f"member {info.filename!r} is encrypted")
+                    # zipfile would seek there and fail with a bare OSError (EINVAL).
+                    if not 0 <= info.header_offset < size:
+                        raise InvalidArchive(f"member {info.filename!r}: offset out of the file")
                     # Unix mode bits live in the high half; 0 means "not recorded".
                     kind = stat.S_IFMT(info.external_attr >> 16)
                     if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
                         raise UnsafePath(
                             f"member {info.filename!r}: links, devices and fifos are refused"
                         )
-                    rel = writer.path_of(info.filename)
+                    is_dir = info.filename.endswith("/")  # is_dir() fails on an empty name
+                    rel = writer.path_of(info.filename, is_dir=is_dir)
                     if rel is None:
                         continue
-                    if info.is_dir():
+                    if is_dir:
                         writer.mkdir(rel)
                         continue
                     with archive.open(info) as data:
                         writer.write(rel, data)
         except _ZIP_ERRORS as exc:
             raise InvalidArchive(f"damaged zip archive: {exc}") from exc
+        except UnicodeError as exc:
+            raise InvalidMemberName(f"zip member name is not valid UTF-8: {exc}") from exc
 
 
 def _hoist_single_dir(dest: Path) -> None:

@@ -5,6 +5,7 @@ Layout under ``root`` (:mod:`.layout`)::
     versions/<digest>/manifest.json    immutable once visible
     versions/<digest>/adapter/...      the adapter files (what the engine loads)
     refs/<name>/<tag>                  one line: the digest ("latest" is the default tag)
+    orphaned/<digest>                  empty; mtime: since when no ref points at it
     tmp/                               staging, commits in progress, trash
     lock                               fcntl.flock target for writers
 
@@ -13,6 +14,11 @@ it visible with one ``rename``: a version dir appears whole with its manifest
 (:mod:`.commit`), a ref file is replaced whole (:mod:`.refs`). A crash leaves at most
 unreferenced entries in ``tmp/`` (removed by :meth:`Store.recover` after a grace period)
 or a complete version no ref points to yet (removed only by :meth:`Store.gc`).
+
+Files outlive their refs: deleting a name removes its refs at once, but a version's
+files go only when :meth:`Store.gc` finds it unreferenced for a grace period
+(:mod:`.orphans`) and not in use by the calling process, since requests and engines
+(here or on other replicas) may still read them.
 
 Concurrency: several processes (server replicas) may share the folder. Writers take an
 exclusive ``flock`` on ``lock`` for the short publish step only (:mod:`.lock`); admission
@@ -26,6 +32,6 @@ atomic-create steps everything above relies on.
 """
 
 from .layout import ADAPTER_DIR, MANIFEST_FILE
-from .store import AdapterEntry, Store
+from .store import GC_GRACE_S, AdapterEntry, Store
 
-__all__ = ["ADAPTER_DIR", "MANIFEST_FILE", "AdapterEntry", "Store"]
+__all__ = ["ADAPTER_DIR", "GC_GRACE_S", "MANIFEST_FILE", "AdapterEntry", "Store"]

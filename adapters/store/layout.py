@@ -17,6 +17,7 @@ class Layout:
         self.versions = root / "versions"
         self.refs = root / "refs"
         self.tmp = root / "tmp"
+        self.orphaned = root / "orphaned"
         self.lock = root / "lock"
 
     def adapter_dir(self, digest: str) -> Path:

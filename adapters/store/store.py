@@ -8,16 +8,16 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..admission import AdmissionLimits, BaseModelSpec, admit
 from ..errors import AdapterNotFound, StoreCorrupt, VersionNotFound
 from ..manifest import Manifest, is_digest, is_source
-from ..names import DEFAULT_TAG, parse_ref, validate_name, validate_tag
+from ..names import DEFAULT_TAG, parse_ref, validate_name, validate_own_name, validate_tag
 from ..sources.local import import_dir
-from . import refs
+from . import orphans, refs
 from .commit import build_commit
 from .fs import discard, fsync_dir
 from .layout import Layout
@@ -26,6 +26,12 @@ from .manifests import ManifestCache, named
 from .verify import find_problems
 
 logger = logging.getLogger(__name__)
+
+#: Default of :meth:`Store.gc`'s ``grace_s``: longer than any request another replica
+#: may still run on a version whose last ref went (streamed generations take minutes),
+#: and than its engine may take to reload the files; short enough to free disk the same
+#: hour.
+GC_GRACE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,8 @@ class Store:
         self._lock_timeout = lock_timeout
         self._tmp_grace = tmp_grace
         self._manifests = ManifestCache(self._layout)
-        for d in (self._layout.versions, self._layout.refs, self._layout.tmp):
+        for d in (self._layout.versions, self._layout.refs, self._layout.tmp,
+                  self._layout.orphaned):
             d.mkdir(parents=True, exist_ok=True)
 
     # --- writing -------------------------------------------------------------------------
@@ -81,12 +88,15 @@ class Store:
         copied. Any other directory is first copied into a staging dir, so nobody can
         change the files between admission and commit. ``source`` is ``upload``,
         ``path:<abs path>`` or ``hub:<repo>@<revision>``. Only ``name:tag`` moves:
-        adding ``name:canary`` leaves ``name`` (= ``name:latest``) where it was.
+        adding ``name:canary`` leaves ``name`` (= ``name:latest``) where it was. Names
+        with ``--`` are for ``hub:`` sources only (:class:`InvalidName` otherwise).
         """
         validate_name(name)
         validate_tag(tag)
         if not is_source(source):
             raise ValueError(f"bad source {source!r}: upload | path:<abs> | hub:<repo>@<rev>")
+        if not source.startswith("hub:"):
+            validate_own_name(name)  # names with '--' are for pulls only
         if staged_dir.resolve().parent != self._layout.tmp.resolve():
             with self.staging() as own:
                 import_dir(staged_dir, own, limits)
@@ -115,8 +125,9 @@ class Store:
         return manifest.model_copy(update={"name": name})
 
     def tag(self, name: str, tag: str, digest: str) -> None:
-        """Point ``name:tag`` at an existing version (promote, pin, roll back)."""
-        validate_name(name)
+        """Point ``name:tag`` at an existing version (promote, pin, roll back). Not under
+        a name with ``--``: those only ever hold what a pull stored."""
+        validate_own_name(name)
         validate_tag(tag)
         if not is_digest(digest):
             raise VersionNotFound(f"{digest!r} is not a sha256 digest")
@@ -128,8 +139,8 @@ class Store:
 
     def untag_if(self, name: str, tag: str, digest: str) -> bool:
         """Remove ``name:tag`` only if it still points at ``digest``: compare and delete
-        under the lock, so a ref re-pointed meanwhile (an upload, another replica) stays.
-        The version stays until :meth:`gc`. Returns whether the tag was removed."""
+        under the lock, so a ref re-pointed meanwhile (another pull, another replica)
+        stays. The version stays until :meth:`gc`. Returns whether the tag was removed."""
         with self._lock():
             try:
                 if refs.read_ref(self._layout, name, tag) != digest:
@@ -141,8 +152,8 @@ class Store:
         return True
 
     def delete(self, ref: str) -> None:
-        """``name``: remove all its tags and the versions no other ref uses.
-        ``name:tag``: remove that tag only (its version stays until :meth:`gc`)."""
+        """``name``: remove all its tags at once; ``name:tag``: that tag only. Lookups
+        fail from now on; the versions stay until :meth:`gc` removes them."""
         parsed = parse_ref(ref)
         with self._lock():
             if parsed.tag is not None:
@@ -155,27 +166,44 @@ class Store:
             name_dir = self._layout.refs / parsed.name
             if not name_dir.is_dir():
                 raise AdapterNotFound(f"adapter {ref} not found")
-            digests = set(refs.read_tags(self._layout, parsed.name, strict=True).values())
             # One rename removes every tag at once; readers never see half a name.
             discard(name_dir, self._layout.refs, self._layout.tmp)
-            for digest in digests - refs.referenced(self._layout):
-                self._remove_version(digest)
             logger.info("deleted adapter %s", ref)
 
-    def gc(self) -> list[str]:
-        """Remove versions no ref points to; return their digests."""
+    def gc(self, *, in_use: Collection[str] = (), grace_s: float = GC_GRACE_S,
+           now: float | None = None) -> list[str]:
+        """Remove the versions no ref has pointed at for ``grace_s`` seconds, except those
+        in ``in_use`` (their files are still read here); return their digests.
+
+        A version found unreferenced for the first time starts its clock now (an
+        ``orphaned/<digest>`` marker, shared by every replica); any ref written to it
+        stops it. ``grace_s=0`` removes every unreferenced version not in use at once.
+        """
+        now = time.time() if now is None else now
         with self._lock():
             referenced = refs.referenced(self._layout)
-            removed = [
-                d.name
-                for d in sorted(self._layout.versions.iterdir())
-                if d.name not in referenced and is_digest(d.name)
-            ]
-            for digest in removed:
-                self._remove_version(digest)
+            since = orphans.marked(self._layout)
+            versions = {d.name for d in self._layout.versions.iterdir() if is_digest(d.name)}
+            for digest in sorted(since.keys() - versions):  # version gone: marker too
+                orphans.unmark(self._layout, digest)
+            for digest in sorted(since.keys() & referenced):  # a ref came back
+                orphans.unmark(self._layout, digest)
+            removed = []
+            for digest in sorted(versions - referenced):
+                if digest not in since:
+                    orphans.mark(self._layout, digest, now)
+                    since[digest] = now
+                if now - since[digest] >= grace_s and digest not in in_use:
+                    self._remove_version(digest)
+                    orphans.unmark(self._layout, digest)
+                    removed.append(digest)
         if removed:
             logger.info("gc removed %d unreferenced versions", len(removed))
         return removed
+
+    def orphaned(self) -> dict[str, float]:
+        """Versions :meth:`gc` found unreferenced and kept: digest -> since when (epoch s)."""
+        return orphans.marked(self._layout)
 
     def recover(self) -> None:
         """Start-up cleanup: delete ``tmp/`` entries older than the grace period (left by
@@ -270,6 +298,7 @@ class Store:
 
     def _write_ref(self, name: str, tag: str, digest: str) -> None:
         # A method, not a direct call, so tests can fail the step between version and ref.
+        orphans.unmark(self._layout, digest)  # referenced again: its clock stops
         refs.write_ref(self._layout, name, tag, digest)
 
     def _remove_version(self, digest: str) -> None:

@@ -33,8 +33,14 @@ class AdapterVersion(BaseModel):
         return cls(
             digest=m.digest, peft_type=m.peft_type, rank=m.rank, alpha=m.alpha,
             target_modules=list(m.target_modules), size_bytes=m.size_bytes,
-            created_at=m.created_at, source=m.source, warnings=list(m.warnings),
+            created_at=m.created_at, source=_public_source(m.source),
+            warnings=list(m.warnings),
         )
+
+
+def _public_source(source: str) -> str:
+    """``path:/srv/x`` names a server path: the API says only that it was a path import."""
+    return "path" if source.startswith("path:") else source
 
 
 class AdapterInfo(BaseModel):

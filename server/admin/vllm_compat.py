@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from ...adapters.errors import AdapterError, AdapterNotFound
 from ...adapters.names import validate_name
+from ..auth import PrincipalDep
 from ..deps import ModelsDep, ServiceDep
 from ..errors import AdapterExists
 from ..openai.protocol import ErrorResponse
@@ -27,8 +28,9 @@ router = APIRouter(prefix="/v1", tags=["adapters"], responses=PLAIN_OK)
 @router.post("/load_lora_adapter", response_class=PlainTextResponse,
              summary="vLLM-compatible: import a server-side adapter dir and load it")
 async def load_lora_adapter(body: LoadLoraAdapterRequest, service: ServiceDep,
-                            models: ModelsDep) -> PlainTextResponse:
+                            models: ModelsDep, principal: PrincipalDep) -> PlainTextResponse:
     name = validate_name(body.lora_name)
+    principal.check_manage(name)
     try:
         await service.resolve(name)
     except AdapterNotFound:
@@ -48,7 +50,8 @@ async def load_lora_adapter(body: LoadLoraAdapterRequest, service: ServiceDep,
 
 @router.post("/unload_lora_adapter", response_class=PlainTextResponse,
              summary="vLLM-compatible: stop serving an adapter (deletes the name)")
-async def unload_lora_adapter(body: UnloadLoraAdapterRequest, models: ModelsDep
-                              ) -> PlainTextResponse:
+async def unload_lora_adapter(body: UnloadLoraAdapterRequest, models: ModelsDep,
+                              principal: PrincipalDep) -> PlainTextResponse:
+    principal.check_manage(body.lora_name)
     await models.delete(body.lora_name)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")

@@ -81,3 +81,4 @@ class ServedModels:
         versions nothing else points at (now, or when their last running request ends)."""
         digests = await self._service.delete(ref)
         await self._table.retire(digests - await self._service.referenced())
+        await self._service.collect()  # files of versions nothing uses any more

@@ -29,7 +29,7 @@ import contextlib
 import enum
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +81,14 @@ NO_LEASE = Lease(None, None)
 class ServingTable:
     """Records by engine id; ``path_of`` gives a stored version's immutable dir."""
 
-    def __init__(self, engine: Engine, path_of: Callable[[Manifest], Path]) -> None:
+    def __init__(self, engine: Engine, path_of: Callable[[Manifest], Path],
+                 on_dropped: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``on_dropped`` runs after a retired version left the engine (the adapter
+        service's file collection, so a deleted adapter's files go when its last request
+        ends)."""
         self._engine = engine
         self._path_of = path_of
+        self._on_dropped = on_dropped
         self._ids: dict[str, int] = {}  # digest -> engine id, for the process lifetime
         self._counter = itertools.count(1)  # vLLM requires ids >= 1
         self._records: dict[int, AdapterRecord] = {}
@@ -114,6 +119,14 @@ class ServingTable:
         engine_id = self._ids.get(digest)
         record = None if engine_id is None else self._records.get(engine_id)
         return None if record is None else record.state
+
+    def digests_in_use(self) -> set[str]:
+        """Versions whose files this process may still read: requests hold them, or the
+        engine has (or is getting) them loaded and may reload them from disk (vLLM does
+        when it evicted an adapter from its host cache and it is used again)."""
+        engine_held = (AdapterState.LOADING, AdapterState.RESIDENT, AdapterState.RETIRING)
+        return {r.digest for r in self._records.values()
+                if r.in_flight or r.state in engine_held}
 
     @property
     def requests_in_flight(self) -> int:
@@ -225,6 +238,8 @@ class ServingTable:
         if (not record.in_flight and record.state is AdapterState.RETIRING
                 and record.loading is None):
             await self._drop(record)
+            if self._on_dropped is not None:
+                await self._on_dropped()
 
     async def _drop(self, record: AdapterRecord) -> None:
         """Retired and idle: out of the engine, out of the table (the digest keeps its id)."""

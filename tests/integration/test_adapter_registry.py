@@ -50,9 +50,11 @@ def new_adapter(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def second_server(server: ServerInfo, base_model_dir: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
-    """Another replica on the session server's store (no --adapter of its own)."""
+    """Another replica on the session server's store (no --adapter of its own), which
+    requires API keys."""
     args = ["--model", str(base_model_dir), "--served-model-name", "smollm2",
-            "--dtype", "float32", "--max-model-len", "2048", "--max-loras", "2"]
+            "--dtype", "float32", "--max-model-len", "2048", "--max-loras", "2",
+            "--api-key", USER_KEY, "--admin-key", ADMIN_KEY]
     log_path = tmp_path_factory.mktemp("server2") / "server.log"
     with running_server(args, log_path, "smollm2", {}, store=server.store) as info:
         yield info
@@ -134,6 +136,9 @@ def test_vllm_load_lora_adapter_from_import_root(
         greedy_ids(server.url, "imported", prompt_ids)
 
 
+USER_KEY, ADMIN_KEY = "sk-integration-user", "sk-integration-admin"
+
+
 def test_second_server_on_same_store_sees_upload(
     server: ServerInfo, second_server: ServerInfo, new_adapter: Path, prompt_ids: list[int]
 ) -> None:
@@ -142,13 +147,43 @@ def test_second_server_on_same_store_sees_upload(
     assert up.returncode == 0, up.stderr
     try:
         on_first = greedy_ids(server.url, "shared", prompt_ids)
-        assert greedy_ids(second_server.url, "shared", prompt_ids) == on_first
-        assert greedy_ids(second_server.url, "shared", prompt_ids) != greedy_ids(
-            second_server.url, second_server.base_name, prompt_ids)
+        on_second = clients.greedy_ids(second_server.url, "shared", prompt_ids, MAX_TOKENS,
+                                       api_key=USER_KEY)
+        assert on_second == on_first
+        assert on_second != clients.greedy_ids(second_server.url, second_server.base_name,
+                                               prompt_ids, MAX_TOKENS, api_key=USER_KEY)
     finally:
         assert adapterctl(server, "delete", "shared").returncode == 0
     with pytest.raises(openai.NotFoundError):
-        greedy_ids(second_server.url, "shared", prompt_ids)
+        clients.greedy_ids(second_server.url, "shared", prompt_ids, MAX_TOKENS,
+                           api_key=USER_KEY)
+
+
+def test_keys_and_scopes_on_a_real_server(second_server: ServerInfo, new_adapter: Path,
+                                          prompt_ids: list[int]) -> None:
+    url = second_server.url
+    with pytest.raises(openai.AuthenticationError):
+        clients.greedy_ids(url, second_server.base_name, prompt_ids, MAX_TOKENS)
+    base = clients.greedy_ids(url, second_server.base_name, prompt_ids, MAX_TOKENS,
+                              api_key=USER_KEY)
+    assert base
+    # adapterctl: the user key may list, not upload; the admin key may.
+    listed = clients.adapterctl(url, "list", api_key=USER_KEY)
+    assert listed.returncode == 0, listed.stderr
+    refused = clients.adapterctl(url, "upload", str(new_adapter), "--name", "keyed",
+                                 api_key=USER_KEY)
+    assert refused.returncode != 0 and "admin scope" in refused.stderr, refused.stderr
+    no_key = clients.adapterctl(url, "list")
+    assert no_key.returncode != 0 and "API key" in no_key.stderr, no_key.stderr
+    up = clients.adapterctl(url, "upload", str(new_adapter), "--name", "keyed",
+                            api_key=ADMIN_KEY)
+    assert up.returncode == 0, up.stderr
+    try:
+        served = clients.greedy_ids(url, "keyed", prompt_ids, MAX_TOKENS, api_key=USER_KEY)
+        assert served != base
+    finally:
+        gone = clients.adapterctl(url, "delete", "keyed", api_key=ADMIN_KEY)
+        assert gone.returncode == 0, gone.stderr
 
 
 def test_delete_lets_running_request_finish(server: ServerInfo, new_adapter: Path,

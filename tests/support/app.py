@@ -16,6 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hotswap.adapters.service import ServiceOptions
 from hotswap.server.app import create_app
+from hotswap.server.auth import Security
 from hotswap.server.engine.fake import FakeEngine
 
 from support.fakes import service_options
@@ -25,15 +26,18 @@ from support.http import wait_ready
 def make_app(tmp_path: Path, engine: FakeEngine | None = None, *,
              options: ServiceOptions | None = None,
              adapters: Sequence[tuple[str, Path]] = (),
-             factory: Callable[[], Awaitable[FakeEngine]] | None = None) -> FastAPI:
+             factory: Callable[[], Awaitable[FakeEngine]] | None = None,
+             security: Security | None = None) -> FastAPI:
     """The app on ``engine`` (a new FakeEngine by default) with a store under
-    ``tmp_path``; ``factory`` replaces the engine start (tests of start-up states)."""
+    ``tmp_path``; ``factory`` replaces the engine start (tests of start-up states);
+    ``security``: keys and Host allowlist (default: open)."""
     fake = engine or FakeEngine()
 
     async def start() -> FakeEngine:
         return fake
 
-    return create_app(factory or start, options or service_options(tmp_path), list(adapters))
+    return create_app(factory or start, options or service_options(tmp_path), list(adapters),
+                      security)
 
 
 @asynccontextmanager

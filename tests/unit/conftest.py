@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -25,8 +26,10 @@ def app(fake_engine: FakeEngine, tmp_path: Path) -> FastAPI:
                 ("extract", make_adapter_dir(tmp_path, "b", seed=2))]
     import_root = tmp_path / "imports"
     import_root.mkdir()
-    return make_app(tmp_path, fake_engine, options=service_options(tmp_path, (import_root,)),
-                    adapters=adapters)
+    # No gc grace: a version nothing uses or points at goes at once, so tests see it go
+    # (the grace period itself: test_files_outlive_users.py, test_store_gc_grace.py).
+    options = replace(service_options(tmp_path, (import_root,)), gc_grace_s=0)
+    return make_app(tmp_path, fake_engine, options=options, adapters=adapters)
 
 
 @pytest.fixture

@@ -29,3 +29,11 @@ def store(tmp_path: Path) -> Store:
 def make_lora(spec: BaseModelSpec) -> MakeLora:
     """``make_lora(path, rank=, modules=, layers=, dtype=, config=, edit=) -> path``"""
     return lora_writer(spec)
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    """An empty staging dir where the store would make one (``store/tmp/``)."""
+    d = tmp_path / "store" / "tmp" / "stage"
+    d.mkdir(parents=True)
+    return d

@@ -12,7 +12,13 @@ import pytest
 import torch
 from adapter_fixtures import TINY_LLAMA_CONFIG, MakeLora, lora_key
 from hotswap.adapters import errors
-from hotswap.adapters.admission import AdmissionLimits, BaseModelSpec, admit
+from hotswap.adapters.admission import (
+    MAX_CARD_BYTES,
+    MAX_CONFIG_BYTES,
+    AdmissionLimits,
+    BaseModelSpec,
+    admit,
+)
 from safetensors.torch import save_file
 
 
@@ -115,6 +121,22 @@ def test_extra_files_are_dropped_with_a_warning(
     assert report.files == ("README.md", "adapter_config.json", "adapter_model.safetensors")
     assert any("tokenizer.json" in w for w in report.warnings)
     assert any("sub/notes.txt" in w for w in report.warnings)
+
+
+def test_oversized_model_card_is_dropped_and_oversized_config_refused(
+    tmp_path: Path, spec: BaseModelSpec, make_lora: MakeLora
+) -> None:
+    roomy = AdmissionLimits(max_lora_rank=8, max_total_bytes=8 << 20)
+    path = make_lora(tmp_path / "a")
+    (path / "README.md").write_bytes(b"#" * MAX_CARD_BYTES)
+    assert "README.md" in admit(path, spec, roomy).files
+    (path / "README.md").write_bytes(b"#" * (MAX_CARD_BYTES + 1))
+    report = admit(path, spec, roomy)
+    assert "README.md" not in report.files
+    assert any("README.md" in w and "cap" in w for w in report.warnings)
+    config = path / "adapter_config.json"
+    config.write_text(config.read_text()[:-1] + ', "pad": "' + "x" * MAX_CONFIG_BYTES + '"}')
+    assert refused(path, spec, roomy).code == "invalid_adapter_config"
 
 
 def test_other_base_model_name_only_warns(

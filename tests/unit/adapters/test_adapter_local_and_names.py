@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from adapter_fixtures import MakeLora
 from hotswap.adapters import errors
 from hotswap.adapters.admission import AdmissionLimits
-from hotswap.adapters.names import Ref, parse_ref, validate_name
+from hotswap.adapters.hub_cache import HubCache
+from hotswap.adapters.names import (
+    Ref,
+    is_hub_name,
+    parse_ref,
+    validate_name,
+    validate_own_name,
+)
+from hotswap.adapters.service import AdapterService, HubOptions
 from hotswap.adapters.sources.local import import_dir
+from hotswap.adapters.store import Store
+from support.fakes import LIMITS, TINY_SPEC, make_adapter_dir, service_options
 
 # --- local source ------------------------------------------------------------------------
 
@@ -95,6 +107,71 @@ def test_invalid_names(name: str) -> None:
     with pytest.raises(errors.InvalidName) as info:
         validate_name(name)
     assert info.value.code == "invalid_name"
+
+
+def test_names_with_double_dash_are_reserved_for_hub_pulls() -> None:
+    assert validate_name("org--repo") == "org--repo"  # still a name: pulls store it
+    assert is_hub_name("org--repo") and not is_hub_name("my-lora-v2")
+    assert validate_own_name("my-lora-v2") == "my-lora-v2"
+    for name in ("org--repo", "a--b", "x---y"):
+        with pytest.raises(errors.InvalidName, match="reserved for hub pulls"):
+            validate_own_name(name)
+
+
+def test_store_writes_double_dash_names_only_for_hub_sources(
+        tmp_path: Path, make_lora: MakeLora) -> None:
+    store = Store(tmp_path / "store")
+    src = make_lora(tmp_path / "src")
+    for source in ("upload", f"path:{src}"):
+        with pytest.raises(errors.InvalidName):
+            store.add(src, name="org--repo", source=source, spec=TINY_SPEC, limits=LIMITS)
+    pulled = store.add(src, name="org--repo", source="hub:org/repo@" + "a" * 40,
+                       spec=TINY_SPEC, limits=LIMITS)
+    with pytest.raises(errors.InvalidName):
+        store.tag("org--repo", "pinned", pulled.digest)
+    own = store.add(src, name="mine", source="upload", spec=TINY_SPEC, limits=LIMITS)
+    store.tag("mine", "pinned", own.digest)
+    assert [e.name for e in store.list()] == ["mine", "org--repo"]
+
+
+async def test_service_refuses_double_dash_names_by_hand(tmp_path: Path) -> None:
+    service = await AdapterService.open(service_options(tmp_path))
+    src = make_adapter_dir(tmp_path, "src")
+    with pytest.raises(errors.InvalidName):
+        await service.import_dir("org--repo", src)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b""
+
+    with pytest.raises(errors.InvalidName):
+        await service.upload(body(), "org--repo", "latest")
+    made = await service.import_dir("mine", src)
+    with pytest.raises(errors.InvalidName):
+        await service.tag("org--repo", "latest", made.digest)
+    assert [e.name for e in await service.list()] == ["mine"]
+
+
+async def test_hub_ids_resolve_only_to_pulls_and_only_with_the_hub_on(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    src = make_adapter_dir(tmp_path, "src")
+    pulled = store.add(src, name="org--pulled", source="hub:org/pulled@" + "a" * 40,
+                       spec=TINY_SPEC, limits=LIMITS)
+    HubCache(store.root).record("org--pulled", "latest", pulled.digest)
+    # A ref a pull did not make (a store from before '--' names were reserved).
+    (store.root / "refs" / "org--legacy").mkdir()
+    (store.root / "refs" / "org--legacy" / "latest").write_text(pulled.digest + "\n")
+
+    off = await AdapterService.open(service_options(tmp_path))
+    on = await AdapterService.open(replace(service_options(tmp_path),
+                                           hub=HubOptions(allow=("org",))))
+    assert (await on.resolve("org/pulled")).digest == pulled.digest
+    assert (await on.resolve("Org/Pulled")).digest == pulled.digest  # hub ids: any case
+    for service, model in ((off, "org/pulled"), (on, "org/legacy"), (on, "org/pulled@v2")):
+        with pytest.raises(errors.AdapterNotFound):
+            await service.resolve(model)
+    # Their own names still resolve: they are in the store.
+    for service in (off, on):
+        assert (await service.resolve("org--legacy")).digest == pulled.digest
 
 
 def test_parse_ref() -> None:

@@ -133,13 +133,14 @@ def test_delete_tag_keeps_version_until_gc(
         store.resolve("sql:old")
     assert store.resolve("sql").digest == v2.digest
     assert (store.root / "versions" / v1.digest).is_dir()  # unreferenced, not yet removed
-    assert store.gc() == [v1.digest]
+    assert store.gc() == []  # its grace period has just begun
+    assert store.gc(grace_s=0) == [v1.digest]
     assert visible(store)[0] == [v2.digest]
     with pytest.raises(errors.AdapterNotFound):
         store.delete("sql:old")
 
 
-def test_delete_name_removes_refs_and_unshared_versions(
+def test_delete_name_removes_refs_then_gc_the_unshared_versions(
     tmp_path: Path, store: Store, spec: BaseModelSpec, limits: AdmissionLimits, make_lora: MakeLora
 ) -> None:
     shared = make_lora(tmp_path / "shared", rank=2)
@@ -153,8 +154,10 @@ def test_delete_name_removes_refs_and_unshared_versions(
         store.resolve("a:v1")
     assert store.resolve("b").digest == s.digest
     versions, refs = visible(store)
-    assert versions == [s.digest] and o.digest not in versions
+    assert o.digest in versions  # files outlive the refs ...
     assert refs == ["b", "b/latest"]
+    assert store.gc(grace_s=0) == [o.digest]  # ... until gc
+    assert visible(store)[0] == [s.digest]
     assert [e.name for e in store.list()] == ["b"]
     with pytest.raises(errors.AdapterNotFound):
         store.delete("a")
@@ -231,7 +234,8 @@ def test_exception_between_version_and_ref_leaves_only_an_orphan(
         store.resolve("sql")
     store.recover()
     assert visible(store)[0] == [digest]
-    assert store.gc() == [digest]
+    assert store.gc() == []  # whole but unreferenced: it gets the grace period too
+    assert store.gc(grace_s=0) == [digest]
 
 
 def test_killed_process_mid_commit_leaves_nothing_visible_and_recover_cleans(

@@ -52,7 +52,8 @@ def test_version_deleted_and_stored_again_elsewhere_is_read_afresh(
     src = make_lora(tmp_path / "src")
     first = add(writer, src, spec, limits, name="a")
     assert reader.resolve("a").created_at == first.created_at  # now cached in reader
-    writer.delete("a")  # removes the version: no other ref uses it
+    writer.delete("a")
+    assert writer.gc(grace_s=0) == [first.digest]  # no other ref uses it
     again = add(writer, src, spec, limits, name="a")  # same content, same digest, new manifest
     assert again.digest == first.digest and again.created_at != first.created_at
     assert reader.resolve("a").created_at == again.created_at

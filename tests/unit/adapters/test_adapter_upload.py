@@ -7,58 +7,23 @@ import io
 import os
 import stat
 import tarfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from adapter_fixtures import MakeLora
-from hotswap.adapters import errors
+from adapter_fixtures import (
+    MakeLora,
+    extract,
+    tar_bytes,
+    tar_member,
+    tar_of_dir,
+    zip_bytes,
+    zip_of_dir,
+)
+from adapter_fixtures import refused as refusal
 from hotswap.adapters.admission import AdmissionLimits, BaseModelSpec
 from hotswap.adapters.sources.upload import extract_archive
 from hotswap.adapters.store import Store
-
-
-def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], compress: bool = True) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz" if compress else "w") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
-def tar_member(
-    name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE
-) -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    return info, (data if kind == tarfile.REGTYPE else None)
-
-
-def tar_of_dir(src: Path, arcname: str = ".", compress: bool = True) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz" if compress else "w") as tar:
-        tar.add(src, arcname=arcname)
-    return buf.getvalue()
-
-
-def zip_bytes(members: list[tuple[str, bytes, int | None]]) -> bytes:
-    """(name, data, unix mode or None)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data, mode in members:
-            info = zipfile.ZipInfo(name)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            if mode is not None:
-                info.external_attr = mode << 16
-            zf.writestr(info, data)
-    return buf.getvalue()
-
-
-def zip_of_dir(src: Path) -> bytes:
-    return zip_bytes([(p.name, p.read_bytes(), None) for p in sorted(src.iterdir())])
 
 
 class TrickleStream:
@@ -74,21 +39,8 @@ class TrickleStream:
         return self._data.read(min(size, 4096))
 
 
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    d = tmp_path / "store" / "tmp" / "stage"
-    d.mkdir(parents=True)
-    return d
-
-
-def extract(data: bytes, dest: Path, limits: AdmissionLimits | None = None) -> None:
-    extract_archive(io.BytesIO(data), dest, limits or AdmissionLimits())
-
-
 def refused(data: bytes, dest: Path, limits: AdmissionLimits | None = None) -> str:
-    with pytest.raises(errors.AdmissionError) as info:
-        extract(data, dest, limits)
-    return str(info.value.code)
+    return refusal(data, dest, limits).code
 
 
 # --- accepted archives -------------------------------------------------------------------

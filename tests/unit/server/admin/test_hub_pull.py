@@ -28,6 +28,9 @@ REPO = "Org/Tiny-LoRA"
 NAME = "org--tiny-lora"
 
 
+ARCHIVE = {"Content-Type": "application/octet-stream"}
+
+
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[FakeHub]:
     fake = FakeHub()
@@ -255,9 +258,12 @@ async def test_cache_budget_evicts_least_recently_used_pull(tmp_path: Path, hub:
     options = HubOptions(allow=("org",), autoload=True, endpoint=hub.url,
                          cache_bytes=int(one * 1.5))  # room for one pull, not two
     store = tmp_path / "store"
-    async with app_client(tmp_path, options=replace(service_options(tmp_path), hub=options)) as c:
+    # No grace period: evicted versions nothing uses go at once (the next test keeps one).
+    service = replace(service_options(tmp_path), hub=options, gc_grace_s=0)
+    async with app_client(tmp_path, options=service) as c:
         up = await c.post("/v1/adapters", params={"name": "mine"},
-                          content=tar_gz(make_adapter_dir(tmp_path / "u", "mine", seed=5)))
+                          content=tar_gz(make_adapter_dir(tmp_path / "u", "mine", seed=5)),
+                          headers=ARCHIVE)
         assert up.status_code == 201
         first = await c.post("/v1/adapters/pull", json={"repo": REPO})
         assert first.status_code == 201
@@ -283,21 +289,87 @@ async def test_cache_budget_evicts_least_recently_used_pull(tmp_path: Path, hub:
         assert (await c.get("/v1/adapters/mine")).status_code == 200
 
 
-async def test_upload_over_a_pulled_name_is_never_evicted(tmp_path: Path, hub: FakeHub
-                                                         ) -> None:
+async def test_evicted_pull_keeps_its_files_for_the_grace_period(tmp_path: Path,
+                                                                 hub: FakeHub) -> None:
     options = HubOptions(allow=("org",), endpoint=hub.url, cache_bytes=0)
     async with app_client(tmp_path, options=replace(service_options(tmp_path), hub=options)) as c:
-        # A zero budget keeps only the pull just made ...
-        assert (await c.post("/v1/adapters/pull", json={"repo": REPO})).status_code == 201
-        # ... and an upload under that name turns it into a kept adapter.
-        up = await c.post("/v1/adapters", params={"name": NAME},
-                          content=tar_gz(make_adapter_dir(tmp_path / "u", "x", seed=6)))
-        assert up.status_code == 201
+        first = (await c.post("/v1/adapters/pull", json={"repo": REPO})).json()
+        age(tmp_path / "store", NAME)
         assert (await c.post("/v1/adapters/pull", json={"repo": "org/other"})
                 ).status_code == 201
-        info = await c.get(f"/v1/adapters/{NAME}")
-        assert info.status_code == 200
-        assert info.json()["latest"]["source"] == "upload"
+        # The ref went at once; the files stay (a request here or on another replica
+        # may have resolved it just before), their clock started by the eviction's gc.
+        assert_openai_error(await c.get(f"/v1/adapters/{NAME}"), 404, "adapter_not_found")
+        digest = first["version"]["digest"]
+        store = Store(tmp_path / "store")
+        assert digest in versions(store.root) and digest in store.orphaned()
+        assert store.gc() == []
+        assert store.gc(grace_s=0) == [digest]
+
+
+async def test_hand_made_names_can_not_take_a_pulled_name(tmp_path: Path, hub: FakeHub
+                                                         ) -> None:
+    """Names with '--' hold hub pulls only: no upload, import or tag by hand can put
+    other content under them, so 'org/repo' can never be answered by someone else's."""
+    options = HubOptions(allow=("org",), endpoint=hub.url, cache_bytes=0)
+    async with app_client(tmp_path, options=replace(service_options(tmp_path), hub=options)) as c:
+        pulled = (await c.post("/v1/adapters/pull", json={"repo": REPO})).json()
+        up = await c.post("/v1/adapters", params={"name": NAME},
+                          content=tar_gz(make_adapter_dir(tmp_path / "u", "x", seed=6)),
+                          headers=ARCHIVE)
+        assert_openai_error(up, 400, "invalid_name")
+        assert "reserved for hub pulls" in up.json()["error"]["message"]
+        mine = await c.post("/v1/adapters", params={"name": "mine"},
+                            content=tar_gz(make_adapter_dir(tmp_path / "u", "y", seed=7)),
+                            headers=ARCHIVE)
+        assert mine.status_code == 201
+        digest = mine.json()["version"]["digest"]
+        for name, tag in ((NAME, "latest"), (NAME, "v2"), ("other--x", "latest")):
+            resp = await c.put(f"/v1/adapters/{name}/tags/{tag}", json={"digest": digest})
+            assert_openai_error(resp, 400, "invalid_name")
+        # A pull may use a '--' name only if it is its repo's own.
+        stolen = await c.post("/v1/adapters/pull", json={"repo": "org/other", "name": NAME})
+        assert_openai_error(stolen, 400, "invalid_name")
+        own = await c.post("/v1/adapters/pull", json={"repo": REPO, "name": NAME, "tag": "b"})
+        assert own.status_code == 201, own.text
+        info = (await c.get(f"/v1/adapters/{NAME}")).json()
+        assert info["tags"] == {"latest": pulled["version"]["digest"],
+                                "b": pulled["version"]["digest"]}
+
+
+async def test_hub_id_is_never_answered_by_a_non_pull(tmp_path: Path, hub: FakeHub) -> None:
+    """A store from before '--' names were reserved may hold an upload named like a
+    pull: it keeps its own name, but the hub id only ever means the hub."""
+    from hotswap.adapters.service import AdapterService
+
+    store = tmp_path / "store"
+    legacy = await AdapterService.open(service_options(tmp_path))
+    made = await legacy.import_dir("legacy", make_adapter_dir(tmp_path / "u", "z", seed=8))
+    (store / "refs" / NAME).mkdir()
+    (store / "refs" / NAME / "latest").write_text(made.digest + "\n")  # as an old upload did
+
+    async def complete(c: httpx.AsyncClient, model: str) -> httpx.Response:
+        return await c.post("/v1/completions", json={"model": model, "prompt": "x"})
+
+    off = replace(service_options(tmp_path), hub=HubOptions(endpoint=hub.url))
+    async with app_client(tmp_path, options=off) as c:
+        assert (await complete(c, NAME)).status_code == 200  # its own name still serves
+        for model in (REPO, REPO.lower(), f"{REPO}@main"):
+            assert_openai_error(await complete(c, model), 404, "model_not_found")
+    allowed = replace(off, hub=HubOptions(allow=("org",), endpoint=hub.url))
+    async with app_client(tmp_path, options=allowed) as c:
+        assert_openai_error(await complete(c, REPO), 404, "model_not_found")  # not a pull
+    autoload = replace(off, hub=HubOptions(allow=("org",), autoload=True, endpoint=hub.url))
+    async with app_client(tmp_path, options=autoload) as c:
+        served = await complete(c, REPO)
+        assert served.status_code == 200, served.text
+        assert hub.downloads[REPO] == 2  # the hub's own, pulled over the old upload
+        assert Store(store).resolve(NAME).digest != made.digest
+    # Once pulled, the hub id resolves again without autoload, while the hub allows it.
+    async with app_client(tmp_path, options=allowed) as c:
+        assert (await complete(c, REPO)).status_code == 200
+    async with app_client(tmp_path, options=off) as c:
+        assert_openai_error(await complete(c, REPO), 404, "model_not_found")
 
 
 # --- names and settings ------------------------------------------------------------------
@@ -342,7 +414,7 @@ def test_hub_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_eviction_spares_a_ref_re_pointed_meanwhile(
         tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The victims are chosen from a snapshot; an upload landing on a chosen ref before it
+    """The victims are chosen from a snapshot; a pull landing on a chosen ref before it
     is removed (another thread, another replica) must survive, with its version."""
     from hotswap.adapters import hub_cache
     from hotswap.adapters.service import AdapterService
@@ -357,16 +429,19 @@ async def test_eviction_spares_a_ref_re_pointed_meanwhile(
     age(store, NAME)
     choose = hub_cache.victims
 
-    def choose_then_upload(*args: object, **kwargs: object) -> list[hub_cache.CachedRef]:
+    repull = f"hub:{REPO}@{'f' * 40}"
+
+    def choose_then_repull(*args: object, **kwargs: object) -> list[hub_cache.CachedRef]:
         chosen = choose(*args, **kwargs)  # type: ignore[arg-type]
         assert [c.name for c in chosen] == [NAME]
+        # Another replica pulls a new commit of the repo under the same name meanwhile.
         Store(store).add(make_adapter_dir(tmp_path / "up", "u", seed=9), name=NAME,
-                         tag="latest", source="upload", spec=TINY_SPEC, limits=LIMITS)
+                         tag="latest", source=repull, spec=TINY_SPEC, limits=LIMITS)
         return chosen
 
-    monkeypatch.setattr(hub_cache, "victims", choose_then_upload)
+    monkeypatch.setattr(hub_cache, "victims", choose_then_repull)
     await registry.pull(HubRef.parse("org/other"))
     entry = Store(store).entry(NAME)
     assert entry is not None and entry.latest is not None
-    assert entry.latest.source == "upload"
+    assert entry.latest.source == repull
     assert Store(store).verify() == []
