@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from .admission import AdmissionLimits, BaseModelSpec
+from .admission import AdmissionLimits, BaseModelSpec, fitted_limits
 from .errors import (
     AdapterError,
     AdapterNotFound,
@@ -112,7 +112,10 @@ class AdapterService:
         self._hub_policy = HubPolicy(options.hub.allow)
         self._hub_cache = HubCache(store.root)
         self._uploads = 0  # uploads receiving or extracting now
-        self._puller = HubPuller(store, self._hub_cache, options.limits,
+        # The byte cap shrinks to what the largest legit adapter for this base model can
+        # weigh (tens of MB for the bundled model, not the configured 1 GiB).
+        self._limits = options.limits if spec is None else fitted_limits(options.limits, spec)
+        self._puller = HubPuller(store, self._hub_cache, self._limits,
                                  budget=options.hub.cache_bytes, token=options.hub.token,
                                  endpoint=options.hub.endpoint, collect=self.gc)
         self._in_use: InUseFn = set
@@ -136,7 +139,7 @@ class AdapterService:
 
     @property
     def limits(self) -> AdmissionLimits:
-        return self._options.limits
+        return self._limits
 
     @property
     def base_spec(self) -> BaseModelSpec | None:

@@ -7,10 +7,12 @@ subclass naming the failed check. It never writes, and it never unpickles anythi
 
 The pipeline (:mod:`.pipeline`) runs the checks cheapest first:
 
-1. the files: names, count and sizes; no pickles (:mod:`.files`);
-2. ``adapter_config.json``: a JSON object whose ``peft_type`` has a rule and is enabled;
-3. the safetensors header: float dtypes, then the rule checks tensor names and shapes
-   against the :class:`BaseModelSpec` (:mod:`.base_model`);
+1. the files: names, count and sizes (an oversized model card is dropped); no pickles
+   (:mod:`.files`);
+2. ``adapter_config.json``: a JSON object, finite numbers, bounded nesting, whose
+   ``peft_type`` has a rule and is enabled;
+3. the safetensors header: float dtypes, then the rule checks config values (types and
+   ranges), tensor names and shapes against the :class:`BaseModelSpec` (:mod:`.base_model`);
 4. only then tensor values: no NaN/Inf.
 
 :class:`AdmissionLimits` (the server's policy) and :class:`AdmissionReport` (the result)

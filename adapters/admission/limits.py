@@ -10,7 +10,8 @@ class AdmissionLimits:
     """Server policy. ``max_lora_rank`` must equal the engine's ``max_lora_rank``."""
 
     max_lora_rank: int = 16
-    #: Cap on the summed size of the adapter files (and on an uploaded archive's bytes).
+    #: Cap on the summed size of the adapter files (and on an uploaded archive's bytes);
+    #: :func:`~.budget.fitted_limits` lowers it to what the base model's adapters can need.
     max_total_bytes: int = 1 << 30
     #: Cap on entries (files and directories) in a staged dir or archive.
     max_files: int = 32

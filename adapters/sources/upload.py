@@ -25,7 +25,6 @@ import gzip
 import logging
 import os
 import stat
-import struct
 import tarfile
 import tempfile
 import uuid
@@ -132,14 +131,7 @@ class _Writer:
 # permissions) is ours and propagates unchanged. UnicodeError: zipfile decodes flagged
 # UTF-8 names strictly; tarfile a pax hdrcharset record.
 _TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
-_ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    EOFError,
-    zlib.error,
-    NotImplementedError,
-    struct.error,
-)
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
 
 
 def _extract_tar(src: Readable, dest: Path, limits: AdmissionLimits) -> None:

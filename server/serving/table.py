@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...adapters.manifest import Manifest
-from ..engine.interface import AdapterSpec, Engine, EngineError
+from ..engine.interface import AdapterLoadError, AdapterSpec, Engine, EngineError
 from .residency import Residencies
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,10 @@ class ServingTable:
                 record.state, record.error = AdapterState.FAILED, str(exc)
             log.warning("loading adapter %s (id %d) failed: %s", spec.name, spec.engine_id,
                         exc)
+            if isinstance(exc, AdapterLoadError):
+                # The engine's reason names the version's dir: clients see the name.
+                raise AdapterLoadError(str(exc).replace(str(spec.path), f"<{spec.name}>")
+                                       ) from None
             raise
         else:
             if record.state is AdapterState.LOADING:

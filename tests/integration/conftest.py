@@ -19,6 +19,7 @@ from support.peft_ref import make_lora_adapter
 from support.server import ServerInfo, running_server
 
 HUB_OWNER = "testorg"
+SESSION_KEY = "sk-session-admin"
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +59,9 @@ def server(base_model_dir: Path, lora_adapters: dict[str, Path], fake_hub: FakeH
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HF_ENDPOINT", fake_hub.url)
         env.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        # Keys on: every integration test, the hostile-adapter ones included, runs with
+        # authentication as a deployment would.
         with running_server(args, log_path, "smollm2", lora_adapters, store=store,
-                            import_root=import_root) as info:
+                            import_root=import_root, api_key=SESSION_KEY) as info:
             env.undo()  # only the server needed it
             yield info

@@ -28,11 +28,12 @@ MAX_TOKENS = 10
 
 
 def adapterctl(server: ServerInfo, *args: str) -> subprocess.CompletedProcess[str]:
-    return clients.adapterctl(server.url, *args)
+    return clients.adapterctl(server.url, *args, api_key=server.api_key)
 
 
-def greedy_ids(url: str, model: str, ids: list[int]) -> list[int]:
-    return clients.greedy_ids(url, model, ids, MAX_TOKENS)
+def greedy_ids(server: ServerInfo, model: str, ids: list[int]) -> list[int]:
+    return clients.greedy_ids(server.url, model, ids, MAX_TOKENS,
+                              api_key=server.api_key or "unused")
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +44,37 @@ def prompt_ids(base_model_dir: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def new_adapter(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An adapter the server has never seen, and its PEFT output differs from the base's."""
-    return make_lora_adapter(base_model_dir, tmp_path_factory.mktemp("new") / "uploaded",
-                             rank=8, target_modules=["q_proj", "v_proj", "down_proj"], seed=3)
+    return make_lora_adapter(
+        base_model_dir,
+        tmp_path_factory.mktemp("new") / "uploaded",
+        rank=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        seed=3,
+    )
 
 
 @pytest.fixture(scope="module")
-def second_server(server: ServerInfo, base_model_dir: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+def second_server(
+    server: ServerInfo, base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerInfo]:
     """Another replica on the session server's store (no --adapter of its own), which
     requires API keys."""
-    args = ["--model", str(base_model_dir), "--served-model-name", "smollm2",
-            "--dtype", "float32", "--max-model-len", "2048", "--max-loras", "2",
-            "--api-key", USER_KEY, "--admin-key", ADMIN_KEY]
+    args = [
+        "--model",
+        str(base_model_dir),
+        "--served-model-name",
+        "smollm2",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "2048",
+        "--max-loras",
+        "2",
+        "--api-key",
+        USER_KEY,
+        "--admin-key",
+        ADMIN_KEY,
+    ]
     log_path = tmp_path_factory.mktemp("server2") / "server.log"
     with running_server(args, log_path, "smollm2", {}, store=server.store) as info:
         yield info
@@ -64,7 +84,7 @@ def test_upload_serve_delete_with_adapterctl(
     server: ServerInfo, base_model_dir: Path, new_adapter: Path, prompt_ids: list[int]
 ) -> None:
     expected = peft_greedy(base_model_dir, new_adapter, [prompt_ids], MAX_TOKENS)[0]
-    base = greedy_ids(server.url, server.base_name, prompt_ids)
+    base = greedy_ids(server, server.base_name, prompt_ids)
     assert expected != base  # otherwise serving the base would pass
 
     up = adapterctl(server, "upload", str(new_adapter), "--name", "uploaded")
@@ -76,33 +96,32 @@ def test_upload_serve_delete_with_adapterctl(
         assert entry["latest"]["rank"] == 8 and entry["latest"]["source"] == "upload"
         assert listing["base_model_bytes"] > 10 * listing["stored_bytes"] / len(listing["data"])
 
-        assert greedy_ids(server.url, "uploaded", prompt_ids) == expected
+        assert greedy_ids(server, "uploaded", prompt_ids) == expected
 
         # Tags, and explicit load / unload, on the real engine.
         digest = up.stdout.split("-> ")[1].split()[0]
         tagged = adapterctl(server, "tag", "uploaded", "stable", "--version", digest)
         assert tagged.returncode == 0, tagged.stderr
-        assert greedy_ids(server.url, "uploaded:stable", prompt_ids) == expected
+        assert greedy_ids(server, "uploaded:stable", prompt_ids) == expected
         assert adapterctl(server, "unload", "uploaded").returncode == 0
         shown = json.loads(adapterctl(server, "show", "uploaded").stdout)
         assert shown["residency"] == "disk"
         assert adapterctl(server, "load", "uploaded").returncode == 0
         shown = json.loads(adapterctl(server, "show", "uploaded").stdout)
         assert shown["residency"] in ("gpu", "cpu")
-        assert greedy_ids(server.url, "uploaded", prompt_ids) == expected
+        assert greedy_ids(server, "uploaded", prompt_ids) == expected
     finally:
         deleted = adapterctl(server, "delete", "uploaded")
     assert deleted.returncode == 0, deleted.stderr
     with pytest.raises(openai.NotFoundError):
-        greedy_ids(server.url, "uploaded", prompt_ids)
+        greedy_ids(server, "uploaded", prompt_ids)
     missing = adapterctl(server, "show", "uploaded")
     assert missing.returncode == 1 and "uploaded" in missing.stderr
     with pytest.raises(openai.NotFoundError):
-        greedy_ids(server.url, "uploaded:stable", prompt_ids)
+        greedy_ids(server, "uploaded:stable", prompt_ids)
 
 
-def test_refused_upload_says_why(server: ServerInfo, tmp_path: Path, new_adapter: Path
-                                 ) -> None:
+def test_refused_upload_says_why(server: ServerInfo, tmp_path: Path, new_adapter: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(new_adapter, bad)
     (bad / "training_args.bin").write_bytes(b"\x80\x04.")
@@ -117,23 +136,34 @@ def test_vllm_load_lora_adapter_from_import_root(
 ) -> None:
     assert server.import_root is not None
     src = shutil.copytree(new_adapter, server.import_root / "imported")
-    resp = httpx.post(f"{server.url}/v1/load_lora_adapter",
-                      json={"lora_name": "imported", "lora_path": str(src)}, timeout=60)
+    resp = httpx.post(
+        f"{server.url}/v1/load_lora_adapter",
+        headers=server.headers,
+        json={"lora_name": "imported", "lora_path": str(src)},
+        timeout=60,
+    )
     assert resp.status_code == 200, resp.text
     assert resp.text == "Success: LoRA adapter 'imported' added successfully."
     try:
         expected = peft_greedy(base_model_dir, new_adapter, [prompt_ids], MAX_TOKENS)[0]
-        assert greedy_ids(server.url, "imported", prompt_ids) == expected
-        outside = httpx.post(f"{server.url}/v1/load_lora_adapter",
-                             json={"lora_name": "x", "lora_path": str(new_adapter)})
+        assert greedy_ids(server, "imported", prompt_ids) == expected
+        outside = httpx.post(
+            f"{server.url}/v1/load_lora_adapter",
+            headers=server.headers,
+            json={"lora_name": "x", "lora_path": str(new_adapter)},
+        )
         assert outside.status_code == 403
         assert outside.json()["error"]["code"] == "path_not_allowed"
     finally:
-        resp = httpx.post(f"{server.url}/v1/unload_lora_adapter",
-                          json={"lora_name": "imported"}, timeout=60)
+        resp = httpx.post(
+            f"{server.url}/v1/unload_lora_adapter",
+            headers=server.headers,
+            json={"lora_name": "imported"},
+            timeout=60,
+        )
     assert resp.status_code == 200, resp.text
     with pytest.raises(openai.NotFoundError):
-        greedy_ids(server.url, "imported", prompt_ids)
+        greedy_ids(server, "imported", prompt_ids)
 
 
 USER_KEY, ADMIN_KEY = "sk-integration-user", "sk-integration-admin"
@@ -146,37 +176,40 @@ def test_second_server_on_same_store_sees_upload(
     up = adapterctl(server, "upload", str(new_adapter), "--name", "shared")
     assert up.returncode == 0, up.stderr
     try:
-        on_first = greedy_ids(server.url, "shared", prompt_ids)
-        on_second = clients.greedy_ids(second_server.url, "shared", prompt_ids, MAX_TOKENS,
-                                       api_key=USER_KEY)
+        on_first = greedy_ids(server, "shared", prompt_ids)
+        on_second = clients.greedy_ids(
+            second_server.url, "shared", prompt_ids, MAX_TOKENS, api_key=USER_KEY
+        )
         assert on_second == on_first
-        assert on_second != clients.greedy_ids(second_server.url, second_server.base_name,
-                                               prompt_ids, MAX_TOKENS, api_key=USER_KEY)
+        assert on_second != clients.greedy_ids(
+            second_server.url, second_server.base_name, prompt_ids, MAX_TOKENS, api_key=USER_KEY
+        )
     finally:
         assert adapterctl(server, "delete", "shared").returncode == 0
     with pytest.raises(openai.NotFoundError):
-        clients.greedy_ids(second_server.url, "shared", prompt_ids, MAX_TOKENS,
-                           api_key=USER_KEY)
+        clients.greedy_ids(second_server.url, "shared", prompt_ids, MAX_TOKENS, api_key=USER_KEY)
 
 
-def test_keys_and_scopes_on_a_real_server(second_server: ServerInfo, new_adapter: Path,
-                                          prompt_ids: list[int]) -> None:
+def test_keys_and_scopes_on_a_real_server(
+    second_server: ServerInfo, new_adapter: Path, prompt_ids: list[int]
+) -> None:
     url = second_server.url
     with pytest.raises(openai.AuthenticationError):
         clients.greedy_ids(url, second_server.base_name, prompt_ids, MAX_TOKENS)
-    base = clients.greedy_ids(url, second_server.base_name, prompt_ids, MAX_TOKENS,
-                              api_key=USER_KEY)
+    base = clients.greedy_ids(
+        url, second_server.base_name, prompt_ids, MAX_TOKENS, api_key=USER_KEY
+    )
     assert base
     # adapterctl: the user key may list, not upload; the admin key may.
     listed = clients.adapterctl(url, "list", api_key=USER_KEY)
     assert listed.returncode == 0, listed.stderr
-    refused = clients.adapterctl(url, "upload", str(new_adapter), "--name", "keyed",
-                                 api_key=USER_KEY)
+    refused = clients.adapterctl(
+        url, "upload", str(new_adapter), "--name", "keyed", api_key=USER_KEY
+    )
     assert refused.returncode != 0 and "admin scope" in refused.stderr, refused.stderr
     no_key = clients.adapterctl(url, "list")
     assert no_key.returncode != 0 and "API key" in no_key.stderr, no_key.stderr
-    up = clients.adapterctl(url, "upload", str(new_adapter), "--name", "keyed",
-                            api_key=ADMIN_KEY)
+    up = clients.adapterctl(url, "upload", str(new_adapter), "--name", "keyed", api_key=ADMIN_KEY)
     assert up.returncode == 0, up.stderr
     try:
         served = clients.greedy_ids(url, "keyed", prompt_ids, MAX_TOKENS, api_key=USER_KEY)
@@ -186,20 +219,33 @@ def test_keys_and_scopes_on_a_real_server(second_server: ServerInfo, new_adapter
         assert gone.returncode == 0, gone.stderr
 
 
-def test_delete_lets_running_request_finish(server: ServerInfo, new_adapter: Path,
-                                            prompt_ids: list[int]) -> None:
+def test_delete_lets_running_request_finish(
+    server: ServerInfo, new_adapter: Path, prompt_ids: list[int]
+) -> None:
     up = adapterctl(server, "upload", str(new_adapter), "--name", "doomed")
     assert up.returncode == 0, up.stderr
-    body = {"model": "doomed", "prompt": prompt_ids, "max_tokens": 60, "temperature": 0,
-            "ignore_eos": True}
+    body = {
+        "model": "doomed",
+        "prompt": prompt_ids,
+        "max_tokens": 60,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
     deleted = False
     try:
-        whole = httpx.post(f"{server.url}/v1/completions", json=body, timeout=300)
+        whole = httpx.post(
+            f"{server.url}/v1/completions", headers=server.headers, json=body, timeout=300
+        )
         assert whole.status_code == 200, whole.text
         expected: str = whole.json()["choices"][0]["text"]
         streamed, chunks = "", 0
-        with httpx.stream("POST", f"{server.url}/v1/completions",
-                          json={**body, "stream": True}, timeout=300) as resp:
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/completions",
+            headers=server.headers,
+            json={**body, "stream": True},
+            timeout=300,
+        ) as resp:
             assert resp.status_code == 200
             for line in resp.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
@@ -217,4 +263,4 @@ def test_delete_lets_running_request_finish(server: ServerInfo, new_adapter: Pat
     assert deleted and chunks > 10  # the delete came early in a long stream
     assert streamed == expected  # every token, computed with the adapter's weights
     with pytest.raises(openai.NotFoundError):
-        greedy_ids(server.url, "doomed", prompt_ids)
+        greedy_ids(server, "doomed", prompt_ids)

@@ -22,11 +22,12 @@ MAX_TOKENS = 10
 
 
 def adapterctl(server: ServerInfo, *args: str) -> subprocess.CompletedProcess[str]:
-    return clients.adapterctl(server.url, *args)
+    return clients.adapterctl(server.url, *args, api_key=server.api_key)
 
 
-def greedy(url: str, model: str, ids: list[int]) -> httpx.Response:
-    return httpx.post(f"{url}/v1/completions", timeout=300, json={
+def greedy(server: ServerInfo, model: str, ids: list[int]) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/completions", timeout=300, headers=server.headers,
+                      json={
         "model": model, "prompt": ids, "max_tokens": MAX_TOKENS, "temperature": 0,
         "return_token_ids": True})
 
@@ -63,8 +64,8 @@ def test_adapterctl_pull_serves_like_peft(server: ServerInfo, fake_hub: FakeHub,
     assert "stored testorg--recipe-lora:latest -> " in out.stdout
     assert f"hub:testorg/recipe-lora@{repo.commit}" in out.stdout
     try:
-        assert token_ids(greedy(server.url, "testorg--recipe-lora", prompt_ids)) == expected
-        assert expected != token_ids(greedy(server.url, server.base_name, prompt_ids))
+        assert token_ids(greedy(server, "testorg--recipe-lora", prompt_ids)) == expected
+        assert expected != token_ids(greedy(server, server.base_name, prompt_ids))
     finally:
         assert adapterctl(server, "delete", "testorg--recipe-lora").returncode == 0
 
@@ -76,7 +77,7 @@ def test_autoload_concurrent_first_requests(server: ServerInfo, fake_hub: FakeHu
     fake_hub.delay_s = 0.5  # the downloads would overlap if there were several
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(lambda _: greedy(server.url, "testorg/auto-lora",
+            results = list(pool.map(lambda _: greedy(server, "testorg/auto-lora",
                                                      prompt_ids), range(4)))
     finally:
         fake_hub.delay_s = 0.0

@@ -52,7 +52,8 @@ async def _generate(oai: openai.AsyncOpenAI, model: str, ids: list[int]) -> list
 
 
 def _client(server: ServerInfo) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=server.api_key or "unused",
+                              max_retries=0)
 
 
 def test_adapters_change_the_output(

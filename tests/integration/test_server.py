@@ -24,7 +24,8 @@ def tokenizer(base_model_dir: Path) -> object:
 
 
 def client(server: ServerInfo) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key or "unused",
+                         max_retries=0)
 
 
 def test_models(server: ServerInfo) -> None:
@@ -116,7 +117,7 @@ def test_context_too_long_is_400(server: ServerInfo) -> None:
 def _metric(server: ServerInfo, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+    for line in httpx.get(f"{server.url}/metrics", headers=server.headers).text.splitlines():
         if not line.startswith(name + "{") and not line.startswith(name + " "):
             continue
         series, value = line.rsplit(" ", 1)
@@ -142,7 +143,8 @@ def test_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
     before = aborted()
     body = {"model": "lora-a", "prompt": "Tell me a long story.", "max_tokens": 1500,
             "ignore_eos": True, "stream": True}
-    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60) as resp:
+    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60,
+                      headers=server.headers) as resp:
         assert resp.status_code == 200
         seen = 0
         for line in resp.iter_lines():
@@ -174,12 +176,13 @@ def test_adapterctl_lists_adapters(server: ServerInfo) -> None:
     import sys
 
     adapterctl = Path(sys.executable).parent / "adapterctl"
-    done = subprocess.run([str(adapterctl), "--url", server.url, "list", "--json"],
+    key = ["--api-key", server.api_key] if server.api_key else []
+    done = subprocess.run([str(adapterctl), "--url", server.url, *key, "list", "--json"],
                           capture_output=True, text=True, check=True)
     listing = json.loads(done.stdout)
     assert {a["name"] for a in listing["data"]} == {"lora-a", "lora-b"}
-    # --adapter dirs are imported into the store like uploads.
-    assert all(a["latest"]["source"].startswith("path:/") for a in listing["data"])
-    missing = subprocess.run([str(adapterctl), "--url", server.url, "show", "nope"],
+    # --adapter dirs are imported into the store like uploads (which dir: not said).
+    assert all(a["latest"]["source"] == "path" for a in listing["data"])
+    missing = subprocess.run([str(adapterctl), "--url", server.url, *key, "show", "nope"],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "nope" in missing.stderr

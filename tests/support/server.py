@@ -28,6 +28,13 @@ class ServerInfo:
     import_root: Path | None = None
     #: The ``hotswap serve`` process (tests that kill the server need it).
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+    #: The server's admin key, when it requires keys.
+    api_key: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every request to this server carries."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     @property
     def pid(self) -> int:
@@ -44,9 +51,13 @@ def free_port() -> int:
 @contextmanager
 def running_server(args: list[str], log_path: Path, base_name: str,
                    adapters: dict[str, Path], *, store: Path | None = None,
-                   import_root: Path | None = None) -> Iterator[ServerInfo]:
-    """Run ``hotswap serve ARGS --port <free>`` until the block ends (``store`` and
-    ``import_root``, if given, are passed as --store / --import-root)."""
+                   import_root: Path | None = None, api_key: str | None = None
+                   ) -> Iterator[ServerInfo]:
+    """Run ``hotswap serve ARGS --port <free>`` until the block ends (``store``,
+    ``import_root`` and ``api_key``, if given, are passed as --store / --import-root /
+    --admin-key)."""
+    if api_key is not None:
+        args = [*args, "--admin-key", api_key]
     if store is not None:
         args = [*args, "--store", str(store)]
     if import_root is not None:
@@ -71,7 +82,8 @@ def running_server(args: list[str], log_path: Path, base_name: str,
                 pass
             time.sleep(1)
         yield ServerInfo(url=url, base_name=base_name, adapters=adapters, log_path=log_path,
-                         store=store, import_root=import_root, process=proc)
+                         store=store, import_root=import_root, process=proc,
+                         api_key=api_key)
     finally:
         proc.terminate()
         try:

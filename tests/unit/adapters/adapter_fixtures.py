@@ -28,6 +28,18 @@ __all__ = ["TINY_LLAMA_CONFIG", "MakeLora", "lora_key", "lora_writer"]
 #: Two zero blocks: the end of a tar archive.
 TAR_END = b"\0" * 1024
 
+#: The bundled base model's shape fields (HuggingFaceTB/SmolLM2-135M-Instruct).
+SMOLLM2_CONFIG: dict[str, Any] = {
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "vocab_size": 49152,
+}
+
 
 class MakeLora(Protocol):
     def __call__(
@@ -100,6 +112,14 @@ def zip_bytes(members: list[tuple[str, bytes, int | None]]) -> bytes:
 
 def zip_of_dir(src: Path) -> bytes:
     return zip_bytes([(p.name, p.read_bytes(), None) for p in sorted(src.iterdir())])
+
+
+#: An adapter dir as each upload format.
+ARCHIVE_FORMATS: dict[str, Callable[[Path], bytes]] = {
+    "tar.gz": lambda d: tar_of_dir(d),
+    "tar": lambda d: tar_of_dir(d, compress=False),
+    "zip": zip_of_dir,
+}
 
 
 def extract(data: bytes, dest: Path, limits: AdmissionLimits | None = None) -> None:

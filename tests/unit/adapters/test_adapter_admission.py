@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from adapter_fixtures import TINY_LLAMA_CONFIG, MakeLora, lora_key
+from adapter_fixtures import SMOLLM2_CONFIG, TINY_LLAMA_CONFIG, MakeLora, lora_key
 from hotswap.adapters import errors
 from hotswap.adapters.admission import (
     MAX_CARD_BYTES,
@@ -32,16 +32,7 @@ def refused(path: Path, spec: BaseModelSpec, limits: AdmissionLimits) -> errors.
 
 
 def test_spec_from_smollm2_config_derives_projection_shapes() -> None:
-    smollm2 = {
-        "model_type": "llama",
-        "hidden_size": 576,
-        "intermediate_size": 1536,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 9,
-        "num_key_value_heads": 3,
-        "head_dim": 64,
-        "vocab_size": 49152,
-    }
+    smollm2 = SMOLLM2_CONFIG
     spec = BaseModelSpec.from_config(smollm2, "smollm2")
     shapes = {m: (s.in_features, s.out_features) for m, s in spec.modules().items()}
     assert shapes == {
@@ -169,19 +160,6 @@ def test_missing_config_is_refused(
 ) -> None:
     path = make_lora(tmp_path / "a")
     (path / "adapter_config.json").unlink()
-    assert refused(path, spec, limits).code == "invalid_adapter_config"
-
-
-@pytest.mark.parametrize("field, value", [("r", "8"), ("r", True), ("lora_alpha", None)])
-def test_mistyped_config_field_is_refused(
-    tmp_path: Path,
-    spec: BaseModelSpec,
-    limits: AdmissionLimits,
-    make_lora: MakeLora,
-    field: str,
-    value: Any,
-) -> None:
-    path = make_lora(tmp_path / "a", config={field: value})
     assert refused(path, spec, limits).code == "invalid_adapter_config"
 
 

@@ -7,11 +7,11 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from adapter_fixtures import (
+    ARCHIVE_FORMATS,
     MakeLora,
     extract,
     tar_bytes,
@@ -45,14 +45,8 @@ def refused(data: bytes, dest: Path, limits: AdmissionLimits | None = None) -> s
 
 # --- accepted archives -------------------------------------------------------------------
 
-FORMATS: dict[str, Callable[[Path], bytes]] = {
-    "tar.gz": lambda d: tar_of_dir(d),
-    "tar": lambda d: tar_of_dir(d, compress=False),
-    "zip": zip_of_dir,
-}
 
-
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("fmt", sorted(ARCHIVE_FORMATS))
 def test_archive_upload_end_to_end(
     tmp_path: Path,
     fmt: str,
@@ -61,7 +55,7 @@ def test_archive_upload_end_to_end(
     make_lora: MakeLora,
 ) -> None:
     src = make_lora(tmp_path / "src")
-    stream = TrickleStream(FORMATS[fmt](src))
+    stream = TrickleStream(ARCHIVE_FORMATS[fmt](src))
     store = Store(tmp_path / "store")
     with store.staging() as staged:
         extract_archive(stream, staged, limits)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from adapter_fixtures import MakeLora, tar_of_dir
+from adapter_fixtures import SMOLLM2_CONFIG, MakeLora, tar_of_dir
 from hotswap.adapters import errors
 from hotswap.adapters.admission import (
     AdmissionLimits,
@@ -20,19 +20,7 @@ from hotswap.adapters.admission import (
 from hotswap.adapters.sources.upload import extract_archive
 from hotswap.adapters.store import Store
 
-SMOLLM2 = BaseModelSpec.from_config(
-    {
-        "model_type": "llama",
-        "hidden_size": 576,
-        "intermediate_size": 1536,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 9,
-        "num_key_value_heads": 3,
-        "head_dim": 64,
-        "vocab_size": 49152,
-    },
-    "HuggingFaceTB/SmolLM2-135M-Instruct",
-)
+SMOLLM2 = BaseModelSpec.from_config(SMOLLM2_CONFIG, "HuggingFaceTB/SmolLM2-135M-Instruct")
 SMALL_FILES = 3 << 20  # config, model card, safetensors header and archive framing
 
 

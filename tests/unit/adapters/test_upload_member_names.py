@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 from adapter_fixtures import (
+    ARCHIVE_FORMATS,
     MakeLora,
     raw_member,
     refused,
     tar_bytes,
     tar_member,
-    tar_of_dir,
     zip_bytes,
-    zip_of_dir,
 )
 from hotswap.adapters import errors
 from hotswap.adapters.admission import AdmissionLimits, BaseModelSpec, admit
@@ -76,13 +75,11 @@ def test_zip_name_flagged_utf8_but_not_is_refused(dest: Path) -> None:
     assert err.code == "invalid_member_name" and "UTF-8" in err.message
 
 
-@pytest.mark.parametrize("root", [".", "./", ""])
+@pytest.mark.parametrize("root", [".", "./"])
 def test_file_named_as_the_archive_root_is_refused(dest: Path, root: str) -> None:
     # Never written, its data would be skipped without counting against the byte cap.
-    data = tar_bytes([tar_member(root or "./", b"\0" * 4096)], compress=False)
-    if root == "":
-        data = raw_member("", tarfile.REGTYPE, b"x") + b"\0" * 1024
-    assert refused(data, dest).code in ("invalid_member_name", "unsafe_path")
+    data = raw_member(root, tarfile.REGTYPE, b"\0" * 4096) + b"\0" * 1024
+    assert refused(data, dest).code == "invalid_member_name"
 
 
 @pytest.mark.parametrize("fmt", ["tar", "zip"])
@@ -103,14 +100,8 @@ def test_3000_nested_directories_are_refused_and_cleaned_up(tmp_path: Path, fmt:
 
 # --- damaged archives --------------------------------------------------------------------
 
-FORMATS: dict[str, Callable[[Path], bytes]] = {
-    "tar.gz": lambda d: tar_of_dir(d),
-    "tar": lambda d: tar_of_dir(d, compress=False),
-    "zip": zip_of_dir,
-}
 
-
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("fmt", sorted(ARCHIVE_FORMATS))
 def test_cut_off_archives_are_refused_or_admitted_never_crash(
     tmp_path: Path,
     fmt: str,
@@ -118,7 +109,7 @@ def test_cut_off_archives_are_refused_or_admitted_never_crash(
     limits: AdmissionLimits,
     make_lora: MakeLora,
 ) -> None:
-    data = FORMATS[fmt](make_lora(tmp_path / "src"))
+    data = ARCHIVE_FORMATS[fmt](make_lora(tmp_path / "src"))
     cuts = sorted({0, 1, 21, 22, 100, 511, 512, 513, 1024, *range(0, len(data), len(data) // 23)})
     store = Store(tmp_path / "store")
     for cut in cuts:

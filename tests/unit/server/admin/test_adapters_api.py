@@ -19,11 +19,19 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from hotswap.adapters import errors as reg
+from hotswap.adapters.admission import fitted_limits
 from hotswap.server.config import Settings
 from hotswap.server.engine.fake import FakeEngine
 from hotswap.server.errors import from_exception
 from support.app import app_client
-from support.fakes import LIMITS, TINY_LLAMA_CONFIG, make_adapter_dir, service_options, tar_gz
+from support.fakes import (
+    LIMITS,
+    TINY_LLAMA_CONFIG,
+    TINY_SPEC,
+    make_adapter_dir,
+    service_options,
+    tar_gz,
+)
 from support.http import assert_openai_error
 
 
@@ -361,6 +369,8 @@ async def test_admission_policy_is_published(client: httpx.AsyncClient) -> None:
     assert body["base_model"]["hidden_size"] == TINY_LLAMA_CONFIG["hidden_size"]
     assert body["base_model"]["num_layers"] == TINY_LLAMA_CONFIG["num_hidden_layers"]
     assert body["max_lora_rank"] == LIMITS.max_lora_rank and body["peft_types"] == ["LORA"]
+    # The byte cap published (and enforced) is the one fitted to the base model.
+    assert body["max_total_bytes"] == fitted_limits(LIMITS, TINY_SPEC).max_total_bytes
 
 
 async def test_unknown_base_config_makes_registry_read_only(tmp_path: Path) -> None:

@@ -171,3 +171,13 @@ async def test_new_content_under_a_name_gets_a_new_engine_id(
     # The engine loads it under the name the request asked for (vLLM's metrics label).
     await (await table.acquire(table.spec_for(alias))).release()
     assert engine.loaded[table.spec_for(alias).engine_id].name == "b"
+
+
+async def test_load_errors_name_the_adapter_not_its_dir(
+    engine: CountingEngine, served: Served
+) -> None:
+    (served.spec.path / "adapter_config.json").unlink()  # the fake engine then refuses it
+    with pytest.raises(AdapterLoadError) as refused:
+        await served.table.acquire(served.spec)
+    assert str(served.spec.path) not in str(refused.value)
+    assert "<a> has no adapter_config.json" in str(refused.value)
