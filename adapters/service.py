@@ -35,6 +35,7 @@ from .hub_cache import HubCache
 from .manifest import Manifest, is_source
 from .names import (
     DEFAULT_TAG,
+    HUB_NAME_SEPARATOR,
     is_hub_name,
     parse_ref,
     validate_name,
@@ -161,9 +162,16 @@ class AdapterService:
 
         def work() -> Manifest:
             manifest = self._store.resolve(ref)
+            parsed = parse_ref(ref)
+            if is_hub_name(parsed.name) and self._hub_cache.pulled(
+                    parsed.name, parsed.effective_tag, manifest.digest):
+                # A pull's stored name is its repo by another spelling: the same
+                # --hub-allow applies (it may have changed since the pull).
+                repo = parsed.name.replace(HUB_NAME_SEPARATOR, "/", 1)
+                if not self._hub_policy.permits(repo):
+                    raise AdapterNotFound(f"adapter {ref} not found")
             # LRU recency for refs a pull created (a no-op for others, throttled). Not keyed
             # on manifest.source: a pull of content already uploaded shares its manifest.
-            parsed = parse_ref(ref)
             self._hub_cache.touch(parsed.name, parsed.effective_tag)
             return manifest
 

@@ -67,7 +67,11 @@ def create_app(
                      state.engine.model_name, len(await state.serving.models.adapters()))
         except Exception as exc:
             log.exception("start-up failed")
-            state.startup_error = str(exc) or type(exc).__name__
+            # Public (/health answers without a key): the kind of failure, not its text,
+            # which may name server paths. The log has the whole story.
+            code = getattr(exc, "code", None)
+            state.startup_error = (f"{type(exc).__name__}" + (f" ({code})" if code else "")
+                                   + ": see the server log")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

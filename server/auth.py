@@ -31,6 +31,9 @@ from .key_policy import ALLOW_ALL, KeyPolicy, Rule
 class Scope(enum.StrEnum):
     INFERENCE = "inference"
     ADMIN = "admin"
+    #: ``/metrics`` under ``--metrics-auth``: its labels name every adapter in use, so a
+    #: tenant's inference key does not get it; a scraper's key needs nothing else.
+    METRICS = "metrics"
 
 
 ALL_SCOPES = frozenset(Scope)
@@ -84,15 +87,22 @@ class KeyRing:
 
     @classmethod
     def of(cls, inference: Iterable[str], admin: Iterable[str],
-           policy: KeyPolicy | None = None) -> KeyRing:
+           policy: KeyPolicy | None = None, metrics: Iterable[str] = ()) -> KeyRing:
         ring = cls(policy=policy or KeyPolicy())
-        for keys, scopes in ((inference, frozenset({Scope.INFERENCE})), (admin, ALL_SCOPES)):
+        for keys, scopes in ((inference, frozenset({Scope.INFERENCE})), (admin, ALL_SCOPES),
+                             (metrics, frozenset({Scope.METRICS}))):
             for key in keys:
                 if not key:
                     raise ValueError("an API key must not be empty")
                 ring._keys.append(_Key(hashlib.sha256(key.encode()).digest(), key_id(key),
                                        scopes))
         return ring
+
+    def unknown_policy_ids(self) -> list[str]:
+        """Key ids the policy names that no configured key has (a typo leaves a key on
+        the policy's default)."""
+        ids = {k.key_id for k in self._keys}
+        return sorted(set(self.policy.keys) - ids)
 
     @property
     def open(self) -> bool:
@@ -111,23 +121,23 @@ class KeyRing:
         return Principal(found.key_id, found.scopes, self.policy.rule_for(found.key_id))
 
 
-def read_key_file(text: str) -> tuple[list[str], list[str]]:
-    """``--api-key-file``: one key per line, optionally ``admin:KEY`` or
-    ``inference:KEY``; blank lines and ``#`` comments skipped. (inference, admin)."""
-    inference: list[str] = []
-    admin: list[str] = []
+def read_key_file(text: str) -> dict[Scope, list[str]]:
+    """``--api-key-file``: one key per line, optionally ``admin:KEY``, ``inference:KEY``
+    or ``metrics:KEY`` (bare: inference); blank lines and ``#`` comments skipped."""
+    keys: dict[Scope, list[str]] = {scope: [] for scope in Scope}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         scope, sep, key = line.partition(":")
-        if sep and scope in (Scope.ADMIN, Scope.INFERENCE):
-            (admin if scope == Scope.ADMIN else inference).append(key.strip())
+        if sep and scope in Scope.__members__.values():
+            keys[Scope(scope)].append(key.strip())
         elif sep and scope.isalpha() and scope.islower():
-            raise ValueError(f"line {n}: unknown scope {scope!r} (admin or inference)")
+            raise ValueError(f"line {n}: unknown scope {scope!r} "
+                             "(admin, inference or metrics)")
         else:
-            inference.append(line)
-    return inference, admin
+            keys[Scope.INFERENCE].append(line)
+    return keys
 
 
 async def authenticate(request: Request) -> Principal:
@@ -162,8 +172,12 @@ PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
 def _name_of(model: str) -> str:
-    """The adapter name policies match: no ``:tag``, no hub ``@revision``."""
-    return model.partition("@")[0].partition(":")[0]
+    """The adapter name policies match: no ``:tag``, no hub ``@revision``, and a hub id
+    ``Owner/Name`` as the name its pull is stored under (``owner--name``), so one rule
+    covers every spelling of the same adapter."""
+    name = model.partition("@")[0].partition(":")[0]
+    owner, sep, repo = name.partition("/")
+    return f"{owner}--{repo}".lower() if sep else name
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .auth import KeyRing, Security, key_id, read_key_file
+from .auth import KeyRing, Scope, Security, key_id, read_key_file
 from .config import Settings
 from .flags import settings_command
 from .key_policy import load_policy
@@ -116,17 +116,22 @@ def serve(settings: Settings) -> None:
 def _security(settings: Settings) -> Security:
     """Keys (flags, env, --api-key-file), the key policy and the Host allowlist; exits 2
     with the reason if a file can not be used."""
-    inference = [k.get_secret_value() for k in settings.api_keys]
-    admin = [k.get_secret_value() for k in settings.admin_keys]
+    keys_by_scope: dict[Scope, list[str]] = {scope: [] for scope in Scope}
+    keys_by_scope[Scope.INFERENCE] = [k.get_secret_value() for k in settings.api_keys]
+    keys_by_scope[Scope.ADMIN] = [k.get_secret_value() for k in settings.admin_keys]
     try:
         if settings.api_key_file is not None:
-            more, more_admin = read_key_file(settings.api_key_file.read_text())
-            inference, admin = inference + more, admin + more_admin
+            for scope, more in read_key_file(settings.api_key_file.read_text()).items():
+                keys_by_scope[scope] += more
         policy = load_policy(settings.key_policy) if settings.key_policy else None
-        keys = KeyRing.of(inference, admin, policy)
+        keys = KeyRing.of(keys_by_scope[Scope.INFERENCE], keys_by_scope[Scope.ADMIN], policy,
+                          metrics=keys_by_scope[Scope.METRICS])
     except (OSError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    unknown = keys.unknown_policy_ids()
+    if unknown:
+        log.warning("--key-policy names key ids no configured key has: %s", ", ".join(unknown))
     if keys.open and settings.api_key_file is not None:
         err.print(f"[red]error:[/red] --api-key-file {settings.api_key_file} holds no key")
         raise typer.Exit(2)

@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        validation_alias=AliasChoices("api_keys", "HOTSWAP_API_KEYS", "HOTSWAP_API_KEY"),
+        validation_alias=AliasChoices("api_keys", "HOTSWAP_API_KEYS"),
         description="API key with the inference scope (OpenAI endpoints, adapter "
         "listings), sent as 'Authorization: Bearer KEY'. Repeatable; in env "
         "HOTSWAP_API_KEYS (comma-separated) or HOTSWAP_API_KEY. Flags show in `ps`: prefer "
@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     )
     admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        validation_alias=AliasChoices("admin_keys", "HOTSWAP_ADMIN_KEYS", "HOTSWAP_ADMIN_KEY"),
+        validation_alias=AliasChoices("admin_keys", "HOTSWAP_ADMIN_KEYS"),
         description="API key with the admin scope (upload, pull, tag, delete, load, unload, "
         "vLLM's load/unload routes) and the inference scope. Repeatable; in env "
         "HOTSWAP_ADMIN_KEYS (comma-separated) or HOTSWAP_ADMIN_KEY.",
@@ -242,8 +242,23 @@ class Settings(BaseSettings):
     @classmethod
     def _split_env_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return [part for part in value.split(",") if part.strip()]
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_key_env(cls, data: object) -> object:
+        """HOTSWAP_API_KEY / HOTSWAP_ADMIN_KEY: one key each, taken whole (a comma is
+        part of the key there, not a separator)."""
+        if not isinstance(data, dict):
+            return data
+        for var, field in (("HOTSWAP_API_KEY", "api_keys"), ("HOTSWAP_ADMIN_KEY", "admin_keys")):
+            key = os.environ.get(var, "").strip()
+            if key:
+                given = data.get(field) or data.get(f"HOTSWAP_{field.upper()}") or []
+                listed = cls._split_env_list(given) if isinstance(given, str) else given
+                data = {**data, field: [*(listed if isinstance(listed, list) else []), key]}
+        return data
 
     @field_validator("adapters")
     @classmethod

@@ -81,6 +81,11 @@ class NameNotAllowed(HotswapError):
     status, type, code = 403, "permission_error", "name_not_allowed"
 
 
+class CrossSiteRefused(HotswapError):
+    # A browser said the request comes from another site (Sec-Fetch-Site, Origin).
+    status, type, code = 403, "permission_error", "cross_site_refused"
+
+
 class UnsupportedMediaType(HotswapError):
     # Browsers send text/plain or form types cross-site without a preflight; we take
     # neither, so a web page can not post to this server.

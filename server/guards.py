@@ -7,16 +7,28 @@
   for JSON routes, an archive type for ``POST /v1/adapters`` — or get 415. Browsers send
   only ``text/plain`` and form types cross-site without a CORS preflight, and this server
   answers no preflight (no CORS headers at all), so a page can not post to it.
+- **Cross-site requests**: a page may still send a body-less ``POST`` (``fetch`` with
+  ``mode: "no-cors"``), e.g. to unload an adapter. Browsers label such requests
+  (``Sec-Fetch-Site: cross-site``, an ``Origin`` of the page's site): a state-changing
+  request so labelled, or whose ``Origin`` names a host outside the allowlist, gets 403.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import HostNotAllowed, HotswapError, UnsupportedMediaType, to_body
+from .errors import (
+    CrossSiteRefused,
+    HostNotAllowed,
+    HotswapError,
+    InvalidRequest,
+    UnsupportedMediaType,
+    to_body,
+)
 
 #: What an archive upload may be labelled.
 ARCHIVE_TYPES = frozenset({
@@ -26,6 +38,8 @@ ARCHIVE_TYPES = frozenset({
 })
 JSON_TYPES = frozenset({"application/json"})
 UPLOAD_PATH = "/v1/adapters"
+#: Methods that change nothing (the cross-site check leaves them alone).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class RequestGuard:
@@ -38,9 +52,17 @@ class RequestGuard:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope["headers"]}
-        refusal = self._check_host(headers.get("host", "")) or _check_type(scope, headers)
+        headers: dict[str, str] = {}
+        repeated = False
+        for k, v in scope["headers"]:
+            key = k.decode("latin-1").lower()
+            repeated = repeated or (key == "host" and key in headers)
+            headers[key] = v.decode("latin-1")
+        refusal = (
+            InvalidRequest("more than one Host header") if repeated
+            else self._check_host(headers.get("host", ""))
+            or self._check_origin(scope, headers) or _check_type(scope, headers)
+        )
         if refusal is None:
             await self._app(scope, receive, send)
             return
@@ -49,6 +71,19 @@ class RequestGuard:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+    def _check_origin(self, scope: Scope, headers: dict[str, str]) -> HotswapError | None:
+        if scope["method"] in SAFE_METHODS:
+            return None
+        if headers.get("sec-fetch-site", "") == "cross-site":
+            return CrossSiteRefused("cross-site requests may not change anything here")
+        origin = headers.get("origin")
+        if origin is None or not self._hosts:
+            return None
+        host = urlsplit(origin).hostname or ""
+        if host.lower() in self._hosts:
+            return None
+        return CrossSiteRefused(f"requests from {origin!r} may not change anything here")
 
     def _check_host(self, host: str) -> HotswapError | None:
         if not self._hosts:

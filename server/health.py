@@ -6,11 +6,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .auth import authenticate
+from .auth import Scope, authenticate, require
 from .deps import StateDep
 from .engine.interface import EngineError
 
 router = APIRouter(tags=["health"])
+_metrics_scope = require(Scope.METRICS)
 
 
 @router.get("/health", summary="Liveness: 200 while the process and engine are alive")
@@ -38,5 +39,5 @@ async def ready(state: StateDep) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics (hotswap_* and the engine's vllm:*)")
 async def metrics(request: Request) -> Response:
     if request.app.state.hotswap_metrics_auth:
-        await authenticate(request)  # any valid key (--metrics-auth)
+        await _metrics_scope(await authenticate(request))  # --metrics-auth
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -76,18 +76,47 @@ def load_policy(path: Path) -> KeyPolicy:
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no objects
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: neither JSON nor YAML: {exc}") from None
+    except ValueError as exc:  # a key given twice (JSON)
+        raise ValueError(f"{path}: {exc}") from None
+    if not data:
+        # An empty policy would allow every key everything: say so instead.
+        raise ValueError(f"{path}: the policy is empty (no 'keys', no 'default')")
     try:
-        return KeyPolicy.model_validate(data or {})
+        return KeyPolicy.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "policy"
         raise ValueError(f"{path}: {where}: {first['msg']}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"{key!r} is given twice")
+        seen[key] = value
+    return seen
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping key given twice (YAML keeps the last one, so a
+    key id listed twice would silently lose its first rule)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False
+                          ) -> dict[object, object]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        dupes = {str(k) for k in keys if keys.count(k) > 1}
+        if dupes:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{', '.join(sorted(dupes))} given twice", node.start_mark)
+        mapping: dict[object, object] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def _matches(patterns: list[str], name: str) -> bool:

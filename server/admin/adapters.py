@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from ...adapters.errors import TooLarge
+from ...adapters.errors import TooLarge, VersionNotFound
 from ...adapters.names import DEFAULT_TAG
 from ...adapters.sources.hub import HubRef
 from ..auth import PrincipalDep
@@ -22,6 +22,7 @@ from ..errors import InvalidRequest
 from ..openai.protocol import ErrorResponse
 from ..serving.models import ServedModels
 from ..serving.table import ServingTable
+from .listing import visible
 from .protocol import (
     AdapterVersion,
     Deleted,
@@ -118,6 +119,11 @@ async def delete_adapter(ref: str, models: ModelsDep, principal: PrincipalDep) -
 async def put_tag(name: str, tag: str, body: TagRequest, service: ServiceDep,
                   principal: PrincipalDep) -> TaggedVersion:
     principal.check_manage(name)
+    # A key may only point its names at content some name it may see already serves:
+    # otherwise tagging would serve (and confirm the existence of) other tenants' weights.
+    holders = [e.name for e in await service.list() if body.digest in e.tags.values()]
+    if not any(visible(principal, n) for n in holders):
+        raise VersionNotFound(f"no stored version {body.digest}")
     manifest = await service.tag(name, tag, body.digest)
     return TaggedVersion(name=name, tag=tag, version=AdapterVersion.of(manifest))
 

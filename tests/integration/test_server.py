@@ -159,7 +159,8 @@ def test_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
 
 
 async def test_concurrent_requests_all_complete(server: ServerInfo) -> None:
-    oai = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    oai = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=server.api_key or "unused",
+                             max_retries=0)
     models = [server.base_name, "lora-a", "lora-b"] * 4
     results = await asyncio.gather(*[
         oai.completions.create(model=m, prompt=f"Fact number {i}:", max_tokens=8,

@@ -4,16 +4,18 @@ A real ``hotswap serve`` (real vLLM engine, bundled model, float32) with its own
 ``--store`` commits the adapter ``good``; then three uploads are caught at chosen points
 and the server process is SIGKILLed while all three are in flight:
 
-- ``crash-early``: only the first bytes of the archive sent (an empty ``stage-*`` dir);
-- ``crash-mid``: 60 % of the archive sent (``stage-*`` holds partly extracted files);
+- ``crash-early``: only the first bytes of the archive sent (spooled into an anonymous
+  file in ``STORE/tmp/``: nothing named there, nothing a crash can leave);
+- ``crash-mid``: 60 % of the archive sent (the spool file holds part of it);
 - ``crash-publish``: the whole archive sent while this test holds the store's writer
   lock, so the server has admitted and hashed it, written the complete ``commit-*`` dir
   with its manifest, and waits for the lock to rename it into ``versions/``: the kill
   lands right before the publish rename.
 
-Each point is reached deterministically: the test waits for its trace in ``STORE/tmp/``
-before killing. A kill *inside* the publish step (after the version rename, before the
-ref write) can not be timed from outside the process; the store's unit tests cover it
+Each point is reached deterministically: the test waits for its trace (the server's open
+spool files in ``/proc/<pid>/fd``, the commit dir in ``STORE/tmp/``) before killing. A
+kill *inside* the publish step (after the version rename, before the ref write) can not
+be timed from outside the process; the store's unit tests cover it
 (tests/unit/adapters/test_adapter_store.py: a forked child dies at the publish rename,
 and an exception between version and ref leaves only an orphan version).
 
@@ -27,6 +29,7 @@ with no grace period removes them.
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import signal
 import threading
@@ -56,7 +59,6 @@ pytestmark = pytest.mark.engine
 BASE = "smollm2"
 PROMPT = "The best thing about Paris is"
 MAX_TOKENS = 10
-WEIGHTS = "adapter_model.safetensors"
 CRASHED = ("crash-early", "crash-mid", "crash-publish")
 T = TypeVar("T")
 
@@ -107,6 +109,20 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float = 60) ->
 
 def stage_dirs(tmp: Path) -> list[Path]:
     return sorted(tmp.glob("stage-*"))
+
+
+def spool_sizes(pid: int, tmp: Path) -> list[int]:
+    """Sizes of the upload spool files ``pid`` has open: anonymous files in ``tmp``
+    (O_TMPFILE, or unlinked at once), seen only through the process's descriptors."""
+    sizes = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+            if target.startswith(str(tmp)) and target.endswith("(deleted)"):
+                sizes.append(fd.stat().st_size)
+        except OSError:
+            pass  # closed meanwhile
+    return sorted(sizes)
 
 
 def committed_not_published(tmp: Path) -> Manifest | None:
@@ -185,7 +201,6 @@ def test_kill_9_during_uploads_then_restart(
     tmp = store / "tmp"
     args = server_args(base_model_dir)
     good_body, second_body = archive(adapters["good"]), archive(adapters["second"])
-    weights_size = (adapters["second"] / WEIGHTS).stat().st_size
     expected_good, expected_second = (
         peft_greedy(base_model_dir, adapters[a], [prompt_ids], MAX_TOKENS)[0]
         for a in ("good", "second"))
@@ -207,21 +222,17 @@ def test_kill_9_during_uploads_then_restart(
             in_flight: dict[str, Future[httpx.Response | httpx.HTTPError]] = {}
             in_flight["crash-early"] = pool.submit(outcome, lambda: post_archive(
                 first.url, "crash-early", stalled(second_body[:100], release)))
-            wait_until("the early upload's staging dir", lambda: stage_dirs(tmp) or None)
+            wait_until("the early upload's spool file",
+                       lambda: len(spool_sizes(first.pid, tmp)) == 1 or None)
 
             cut = len(second_body) * 6 // 10
             in_flight["crash-mid"] = pool.submit(outcome, lambda: post_archive(
                 first.url, "crash-mid", stalled(second_body[:cut], release)))
-
-            def partial_weights() -> Path | None:
-                if len(stage_dirs(tmp)) != 2:
-                    return None
-                for weights in tmp.glob(f"stage-*/{WEIGHTS}"):
-                    if 0 < weights.stat().st_size < weights_size:
-                        return weights
-                return None
-
-            wait_until("a partly extracted weights file", partial_weights)
+            # (Writes are buffered: the last few KiB may not be on disk yet.)
+            wait_until("60 % of an archive spooled", lambda: (
+                len(sizes := spool_sizes(first.pid, tmp)) == 2
+                and max(sizes) > cut - io.DEFAULT_BUFFER_SIZE) or None)
+            assert os.listdir(tmp) == []  # nothing named: nothing a crash could leave
 
             with store_lock(store):
                 in_flight["crash-publish"] = pool.submit(outcome, lambda: post_archive(
@@ -237,7 +248,8 @@ def test_kill_9_during_uploads_then_restart(
 
     # Right after the crash, before any recovery: only committed state is visible.
     leftovers = sorted(os.listdir(tmp))
-    assert [e.split("-")[0] for e in leftovers].count("stage") == 3, leftovers
+    # The publish-stage upload's staging and commit dirs; the spool files died with it.
+    assert [e.split("-")[0] for e in leftovers].count("stage") == 1, leftovers
     assert [e.split("-")[0] for e in leftovers].count("commit") == 1, leftovers
     assert versions(store) == {good_digest}
     assert refs(store) == {"good:latest"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hotswap.server.auth import KeyRing, Security, key_id, read_key_file
+from hotswap.server.auth import KeyRing, Scope, Security, key_id, read_key_file
 from hotswap.server.key_policy import KeyPolicy, load_policy
 from support.app import in_process, make_app
 from support.fakes import make_adapter_dir, tar_gz
@@ -122,11 +122,46 @@ async def test_policy_limits_the_names_an_admin_key_manages(
             ).status_code == 200
 
 
-async def test_metrics_auth(tmp_path: Path) -> None:
-    security = Security(keys=KeyRing.of([USER], []), metrics_auth=True)
+async def test_tagging_hidden_content_is_404(tmp_path: Path) -> None:
+    policy = KeyPolicy.model_validate({"keys": {
+        key_id(TEAM_ADMIN): {"models": ["team-*"], "manage": ["team-*"]}}})
+    keys = KeyRing.of([], [ADMIN, TEAM_ADMIN], policy)
+    app = make_app(tmp_path, adapters=[("secret", make_adapter_dir(tmp_path, "s", seed=9))],
+                   security=Security(keys=keys))
+    async with in_process(app) as c:
+        secret = (await c.get("/v1/adapters/secret", headers=bearer(ADMIN))
+                  ).json()["latest"]["digest"]
+        steal = await c.put("/v1/adapters/team-x/tags/steal", json={"digest": secret},
+                            headers=bearer(TEAM_ADMIN))
+        assert_openai_error(steal, 404, "version_not_found")
+        resp = await c.post("/v1/completions", json=completion("team-x:steal"),
+                            headers=bearer(TEAM_ADMIN))
+        assert_openai_error(resp, 404, "model_not_found")
+
+
+async def test_metrics_auth_needs_the_metrics_scope(tmp_path: Path) -> None:
+    # Metric labels name every adapter in use: a tenant's inference key does not get them.
+    keys = KeyRing.of([USER], [ADMIN], metrics=["sk-scraper"])
+    security = Security(keys=keys, metrics_auth=True)
     async with in_process(make_app(tmp_path, security=security)) as c:
         assert_openai_error(await c.get("/metrics"), 401, "missing_api_key")
-        assert (await c.get("/metrics", headers=bearer(USER))).status_code == 200
+        assert_openai_error(await c.get("/metrics", headers=bearer(USER)), 403,
+                            "insufficient_scope")
+        assert (await c.get("/metrics", headers=bearer("sk-scraper"))).status_code == 200
+        assert (await c.get("/metrics", headers=bearer(ADMIN))).status_code == 200
+        # A metrics key is good for nothing else.
+        assert_openai_error(await c.get("/v1/models", headers=bearer("sk-scraper")), 403,
+                            "insufficient_scope")
+
+
+def test_hub_ids_match_the_policy_by_their_stored_name() -> None:
+    from hotswap.server.auth import Principal
+    from hotswap.server.key_policy import Rule
+
+    p = Principal("k", rule=Rule(models=["org--*"]))
+    for model in ("Org/Tiny-LoRA", "org/tiny-lora@v2", "org--tiny-lora", "org--x:stable"):
+        assert p.may_use(model), model
+    assert not p.may_use("other/tiny-lora") and not p.may_use("org-x")
 
 
 def test_only_hashes_are_kept() -> None:
@@ -140,8 +175,10 @@ def test_only_hashes_are_kept() -> None:
 
 
 def test_key_file_lines() -> None:
-    text = "# team keys\nsk-a\n\ninference:sk-b\nadmin:sk-c\n  sk-d:with-colon  \n"
-    assert read_key_file(text) == (["sk-a", "sk-b", "sk-d:with-colon"], ["sk-c"])
+    text = ("# team keys\nsk-a\n\ninference:sk-b\nadmin:sk-c\n  sk-d:with-colon  \n"
+            "metrics:sk-e\n")
+    assert read_key_file(text) == {Scope.INFERENCE: ["sk-a", "sk-b", "sk-d:with-colon"],
+                                   Scope.ADMIN: ["sk-c"], Scope.METRICS: ["sk-e"]}
     with pytest.raises(ValueError, match="line 1: unknown scope 'root'"):
         read_key_file("root:sk-x")
 

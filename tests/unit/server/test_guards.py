@@ -58,3 +58,32 @@ async def test_no_cors(tmp_path: Path) -> None:
         resp = await c.get("/v1/models", headers={"Origin": "https://attacker.example"})
         assert resp.status_code == 200
         assert "access-control-allow-origin" not in resp.headers
+
+
+async def test_cross_site_requests_can_not_change_anything(tmp_path: Path) -> None:
+    app = make_app(tmp_path, adapters=[("a", make_adapter_dir(tmp_path, "a"))],
+                   security=Security(allowed_hosts=Settings().host_allowlist))
+    async with in_process(app, base_url="http://127.0.0.1:8000") as c:
+        # fetch(url, {method: "POST", mode: "no-cors"}) from another site: no body, so
+        # no content type to refuse; the browser's labels say where it comes from.
+        for headers in ({"Sec-Fetch-Site": "cross-site"},
+                        {"Origin": "https://attacker.example"},
+                        {"Origin": "null"}):
+            resp = await c.post("/v1/adapters/a/unload", headers=headers)
+            assert_openai_error(resp, 403, "cross_site_refused")
+            assert_openai_error(await c.delete("/v1/adapters/a", headers=headers), 403)
+        assert (await c.get("/v1/adapters/a")).json()["loaded"] is True
+        # The server's own origin (a UI it serves, a local tool) is fine.
+        same = {"Origin": "http://localhost:8000", "Sec-Fetch-Site": "same-origin"}
+        assert (await c.post("/v1/adapters/a/unload", headers=same)).status_code == 200
+        # Reading is left alone: a cross-site page can not read the answer anyway.
+        assert (await c.get("/v1/models", headers={"Sec-Fetch-Site": "cross-site"})
+                ).status_code == 200
+
+
+async def test_two_host_headers_are_refused(tmp_path: Path) -> None:
+    app = make_app(tmp_path, security=Security(allowed_hosts=Settings().host_allowlist))
+    async with in_process(app, base_url="http://127.0.0.1:8000") as c:
+        resp = await c.get("/v1/models", headers=[("Host", "evil.example"),
+                                                  ("Host", "localhost")])
+        assert_openai_error(resp, 400)

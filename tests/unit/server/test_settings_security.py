@@ -36,3 +36,10 @@ def test_host_allowlist_defaults() -> None:
     assert Settings().host_allowlist == ("localhost", "127.0.0.1", "::1")
     assert Settings(allowed_hosts=["api.example"]).host_allowlist == ("api.example",)
     assert Settings(allowed_hosts=["*"]).host_allowlist == ()
+
+
+def test_single_key_variables_are_taken_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTSWAP_ADMIN_KEY", "a,Zm9vYmFy")
+    assert [k.get_secret_value() for k in Settings().admin_keys] == ["a,Zm9vYmFy"]
+    monkeypatch.setenv("HOTSWAP_API_KEYS", "k1, k2")
+    assert [k.get_secret_value() for k in Settings().api_keys] == ["k1", "k2"]

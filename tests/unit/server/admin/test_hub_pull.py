@@ -445,3 +445,19 @@ async def test_eviction_spares_a_ref_re_pointed_meanwhile(
     assert entry is not None and entry.latest is not None
     assert entry.latest.source == repull
     assert Store(store).verify() == []
+
+
+async def test_a_pulls_stored_name_obeys_the_current_allowlist(tmp_path: Path,
+                                                               hub: FakeHub) -> None:
+    allowed = replace(service_options(tmp_path), hub=HubOptions(allow=("org",),
+                                                                endpoint=hub.url))
+    async with app_client(tmp_path, options=allowed) as c:
+        assert (await c.post("/v1/adapters/pull", json={"repo": REPO})).status_code == 201
+        ok = await c.post("/v1/completions", json={"model": NAME, "prompt": "x"})
+        assert ok.status_code == 200, ok.text
+    # Restarted with another allowlist on the same store: neither spelling answers.
+    other = replace(allowed, hub=HubOptions(allow=("someoneelse",), endpoint=hub.url))
+    async with app_client(tmp_path, options=other) as c:
+        for model in (NAME, REPO):
+            resp = await c.post("/v1/completions", json={"model": model, "prompt": "x"})
+            assert_openai_error(resp, 404, "model_not_found")
