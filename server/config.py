@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     api_key_file: Path | None = Field(
         default=None,
         description="File of API keys, one per line: KEY (inference scope), "
-        "inference:KEY or admin:KEY; blank lines and # comments skipped.",
+        "inference:KEY, admin:KEY or metrics:KEY; blank lines and # comments skipped.",
         json_schema_extra={"metavar": "FILE"},
     )
     key_policy: Path | None = Field(
@@ -231,7 +231,8 @@ class Settings(BaseSettings):
         json_schema_extra={"flag": "--allowed-host", "metavar": "HOST"},
     )
     metrics_auth: bool = Field(
-        default=False, description="Require an API key (any scope) for GET /metrics."
+        default=False, description="Require a key with the metrics scope for GET /metrics "
+        "(admin keys, or metrics:KEY lines of --api-key-file): its labels name adapters."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of hotswap and uvicorn."
