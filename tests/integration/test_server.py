@@ -99,6 +99,10 @@ def test_sampling_with_seed_is_reproducible(server: ServerInfo) -> None:
     second = oai.completions.create(**kwargs)  # type: ignore[call-overload]
     assert [c.text for c in first.choices] == [c.text for c in second.choices]
     assert len(first.choices) == 2
+    # The whole 64-bit range the schema admits is one the engine takes (no 500s).
+    for seed in (2**63 - 1, -(2**63)):
+        edge = oai.completions.create(**{**kwargs, "seed": seed, "max_tokens": 2})  # type: ignore[call-overload]
+        assert len(edge.choices) == 2
 
 
 def test_unknown_model_is_404(server: ServerInfo) -> None:

@@ -239,6 +239,8 @@ async def test_unknown_model_is_404(client: httpx.AsyncClient, path: str) -> Non
         (chat_body(response_format={"type": "json_object"}), "response_format"),
         (chat_body(top_logprobs=2), "top_logprobs"),
         (chat_body(max_tokens=10_000), "max_tokens"),
+        (chat_body(seed=2**64), "seed"),
+        (chat_body(seed=-(2**63) - 1), "seed"),
         ({"model": BASE, "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://x"}}]}]}, None),
     ],
@@ -264,6 +266,7 @@ async def test_bad_chat_requests_are_400(
         {"model": BASE, "prompt": "x", "echo": True, "logprobs": 1},
         {"model": BASE, "prompt": "x", "logprobs": 21},
         {"model": BASE, "prompt": "x" * 600},
+        {"model": BASE, "prompt": "x", "seed": 2**63},
     ],
 )
 async def test_bad_completion_requests_are_400(
