@@ -9,10 +9,8 @@ caches refs, so a name another replica uploaded or re-tagged is seen on the next
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +18,8 @@ from pathlib import Path
 import anyio.to_thread
 
 from .admission import AdmissionLimits, BaseModelSpec, fitted_limits
+from .collector import FileCollector, InUseFn, Removed
 from .errors import (
-    AdapterError,
     AdapterNotFound,
     AdmissionUnavailable,
     InvalidName,
@@ -54,13 +52,6 @@ log = logging.getLogger(__name__)
 
 #: Every adapter with the manifest of each of its tags (``AdapterService.list_versions``).
 VersionedEntries = list[tuple[AdapterEntry, dict[str, Manifest]]]
-#: The digests whose files this process may still read (the serving table's answer).
-InUseFn = Callable[[], set[str]]
-#: The digests a gc removed, in order.
-Removed = list[str]
-#: Least wait before a gc that left versions behind runs again (one still in use is
-#: retried at this pace until it is not).
-GC_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -116,12 +107,10 @@ class AdapterService:
         # The byte cap shrinks to what the largest legit adapter for this base model can
         # weigh (tens of MB for the bundled model, not the configured 1 GiB).
         self._limits = options.limits if spec is None else fitted_limits(options.limits, spec)
+        self._collector = FileCollector(store, options.gc_grace_s)
         self._puller = HubPuller(store, self._hub_cache, self._limits,
                                  budget=options.hub.cache_bytes, token=options.hub.token,
                                  endpoint=options.hub.endpoint, collect=self.gc)
-        self._in_use: InUseFn = set
-        self._gc_timer: asyncio.TimerHandle | None = None
-        self._gc_task: asyncio.Task[Removed] | None = None
 
     @classmethod
     async def open(cls, options: ServiceOptions) -> AdapterService:
@@ -368,53 +357,19 @@ class AdapterService:
     # --- removing files ------------------------------------------------------------------
 
     def set_in_use(self, fn: InUseFn) -> None:
-        """Where :meth:`gc` asks which digests this process still uses (the serving
-        table's ``digests_in_use``; called on the event loop)."""
-        self._in_use = fn
-
-    async def collect(self) -> None:
-        """:meth:`gc`, for callers that must not fail because of it (a delete is done
-        whether or not its files could go yet)."""
-        try:
-            await self.gc()
-        except AdapterError as exc:
-            log.warning("adapter store gc failed: %s", exc)
+        """Where gc asks which digests this process still uses (the serving table's
+        ``digests_in_use``; called on the event loop)."""
+        self._collector.in_use = fn
 
     async def gc(self) -> Removed:
         """Remove the files of versions no ref has pointed at for ``gc_grace_s`` and this
-        process does not use; return their digests. Versions that had to stay are looked
-        at again later (one timer, not one per call)."""
-        # Asked here, on the event loop: the serving table is not thread-safe. A digest
-        # not in use now can only come into use through a ref, which gc checks under the
-        # store's lock (or by a request that resolved it before the ref went, which the
-        # grace period covers).
-        in_use = set(self._in_use())
-        grace = self._options.gc_grace_s
+        process does not use (:class:`FileCollector`); return their digests."""
+        return await self._collector.gc()
 
-        def work() -> tuple[Removed, float | None]:
-            removed = self._store.gc(in_use=in_use, grace_s=grace)
-            since = self._store.orphaned().values()
-            return removed, (min(since) + grace if since else None)
-
-        removed, due = await anyio.to_thread.run_sync(work)
-        if due is not None:
-            self._gc_later(max(due - time.time(), GC_RETRY_S))
-        return removed
-
-    def _gc_later(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        timer = self._gc_timer
-        if timer is not None and not timer.cancelled() and timer.when() <= loop.time() + delay:
-            return  # an earlier run is planned already
-        if timer is not None:
-            timer.cancel()
-        self._gc_timer = loop.call_later(delay, self._gc_fire)
-
-    def _gc_fire(self) -> None:
-        self._gc_timer = None
-        if self._gc_task is None or self._gc_task.done():
-            self._gc_task = asyncio.ensure_future(self.gc())
-            self._gc_task.add_done_callback(_log_gc_failure)
+    async def collect(self) -> None:
+        """:meth:`gc`, logging instead of raising (a delete is done whether or not its
+        files could go yet)."""
+        await self._collector.collect()
 
     async def check_import_path(self, raw: str) -> ImportPath:
         """The dir ``raw`` names if it lies under an ``--import-root`` (else
@@ -430,9 +385,3 @@ class AdapterService:
             )
         return self._spec
 
-
-def _log_gc_failure(task: asyncio.Task[Removed]) -> None:
-    # A planned gc has nobody awaiting it: a failure (the store busy, a corrupt ref) is
-    # logged, and the next delete or eviction tries again.
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        log.warning("planned gc of the adapter store failed: %s", exc)

@@ -61,9 +61,12 @@ class Principal:
         if not self.may_use(model):
             raise ModelNotFound(model)
 
+    def may_manage(self, name: str) -> bool:
+        return self.rule.may_manage(_name_of(name))
+
     def check_manage(self, name: str) -> None:
         """403 if this caller may not change the adapter ``name`` (or ``name:tag``)."""
-        if not self.rule.may_manage(_name_of(name)):
+        if not self.may_manage(name):
             raise NameNotAllowed(f"this API key may not manage adapters named "
                                  f"{_name_of(name)!r} (--key-policy)", param="name")
 

@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1", tags=["adapters"], responses=ERRORS)
 
 def visible(principal: Principal, name: str) -> bool:
     """Whether ``principal`` may know the adapter ``name`` exists."""
-    return principal.may_use(name) or principal.rule.may_manage(name)
+    return principal.may_use(name) or principal.may_manage(name)
 
 
 @router.get("/adapters", response_model=AdapterList, summary="Every stored adapter")

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hotswap.adapters import collector as collector_module
 from hotswap.adapters import service as service_module
 from hotswap.adapters.errors import AdapterNotFound
 from hotswap.adapters.service import AdapterService
@@ -56,7 +57,7 @@ async def test_loaded_but_idle_counts_as_in_use(tmp_path: Path) -> None:
 
 async def test_within_grace_files_stay_then_a_planned_gc_removes_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service_module, "GC_RETRY_S", 0.05)
+    monkeypatch.setattr(collector_module, "GC_RETRY_S", 0.05)
     service, _, models = await serving(tmp_path, grace_s=0.2)
     manifest = await service.import_dir("a", make_adapter_dir(tmp_path, "src"))
     files = service.path(manifest)
