@@ -14,15 +14,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from ..adapters.service import AdapterService, ServiceOptions
 from . import health
 from .admin import adapters, listing, vllm_compat
 from .auth import ADMIN, INFERENCE, Security
+from .body_limit import BodyLimit
 from .deps import AppState, Serving
 from .engine.interface import Engine
 from .errors import install_error_handlers
-from .guards import RequestGuard
+from .guards import UPLOAD_PATH, RequestGuard
+from .lifecycle import DrainGate, watch_engine
+from .limits import RequestLimits
 from .openai.routers import ROUTERS
 from .serving.models import ServedModels
 from .serving.table import ServingTable
@@ -50,18 +54,22 @@ def create_app(
     options: ServiceOptions,
     startup_adapters: list[tuple[str, Path]] | None = None,
     security: Security | None = None,
+    limits: RequestLimits | None = None,
 ) -> FastAPI:
     """Build the app. ``engine_factory`` is awaited in the background at start-up.
 
     ``startup_adapters`` (``--adapter NAME=PATH``) are imported into the store like any
     other adapter, then loaded into the engine, so a bad one stops the start. Without
-    ``security`` the app is open (no keys, any Host)."""
+    ``security`` the app is open (no keys, any Host); ``limits``: the defaults."""
     security = security or Security()
-    state = AppState()
+    limits = limits or RequestLimits()
+    state = AppState(limits=limits)
+    watchers: list[asyncio.Task[None]] = []
 
     async def start() -> None:
         try:
             state.engine = await engine_factory()
+            watchers.append(asyncio.create_task(watch_engine(state.engine, state)))
             state.serving = await start_serving(state.engine, options, startup_adapters or [])
             log.info("ready: serving %s; %d adapter id(s) in the store",
                      state.engine.model_name, len(await state.serving.models.adapters()))
@@ -80,6 +88,8 @@ def create_app(
             yield
         finally:
             task.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             if state.engine is not None:
                 await state.engine.shutdown()
 
@@ -102,5 +112,14 @@ def create_app(
     app.include_router(adapters.router, dependencies=[ADMIN])
     app.include_router(vllm_compat.router, dependencies=[ADMIN])
     app.include_router(health.router)
+    # Outermost last: Host / origin / content type, then the drain gate (which counts the
+    # request), then the body bounds.
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes,
+                       idle_timeout_s=limits.body_idle_timeout_s, exempt=_is_upload)
+    app.add_middleware(DrainGate, state=state)
     app.add_middleware(RequestGuard, allowed_hosts=security.allowed_hosts)
     return app
+
+
+def _is_upload(scope: Scope) -> bool:
+    return bool(scope["method"] == "POST" and scope["path"].rstrip("/") == UPLOAD_PATH)

@@ -107,6 +107,9 @@ class KeyRing:
         ids = {k.key_id for k in self._keys}
         return sorted(set(self.policy.keys) - ids)
 
+    def __len__(self) -> int:
+        return len(self._keys)
+
     @property
     def open(self) -> bool:
         """No key configured: every caller is anonymous with every scope."""

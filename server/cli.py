@@ -19,6 +19,7 @@ from .auth import KeyRing, Scope, Security, key_id, read_key_file
 from .config import Settings
 from .flags import settings_command
 from .key_policy import load_policy
+from .limits import LimitSettings
 from .model_prep import BUNDLED_MODEL_NAME, ModelPreparationError, prepare_bundled_model
 
 app = typer.Typer(
@@ -54,8 +55,13 @@ def _resolve_model(settings: Settings) -> tuple[str, str]:
     return settings.model, settings.served_model_name or settings.model
 
 
+#: ``serve`` flags: the server's own first, then the request and drain bounds.
+SERVE_FLAGS = [*(f for f in Settings.model_fields if f not in LimitSettings.model_fields),
+               *LimitSettings.model_fields]
+
+
 @app.command()
-@settings_command(*Settings.model_fields)
+@settings_command(*SERVE_FLAGS)
 def serve(settings: Settings) -> None:
     """Serve the base model and its adapters over an OpenAI-compatible HTTP API."""
     _setup_logging(settings.log_level)
@@ -69,6 +75,7 @@ def serve(settings: Settings) -> None:
     from .app import create_app
     from .base_model import read_base_spec, weights_bytes
     from .engine.vllm import VllmEngine, VllmOptions
+    from .lifecycle import HotswapServer
 
     options = VllmOptions(
         model=model_ref,
@@ -102,15 +109,22 @@ def serve(settings: Settings) -> None:
         else int(settings.store_max_bytes),
     )
     security = _security(settings)
-    app_ = create_app(start_engine, service, settings.startup_adapters(), security)
+    limits = settings.request_limits(keys=len(security.keys))
+    app_ = create_app(start_engine, service, settings.startup_adapters(), security, limits)
     log.info("listening on http://%s:%d (model %s loading)", settings.host, settings.port,
              served_name)
     if security.keys.open:
         log.warning("no API keys configured: anyone who can reach %s:%d may use and change "
                     "adapters (give --api-key / --admin-key to require keys)", settings.host,
                     settings.port)
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app_, host=settings.host, port=settings.port,
+                            log_level=settings.log_level,
+                            # After the drain (lifecycle.py) only idle connections are left.
+                            timeout_graceful_shutdown=2)
+    server = HotswapServer(config, app_.state.hotswap, limits.drain_timeout_s)
+    server.run()
+    if server.exit_code:
+        raise typer.Exit(server.exit_code)
 
 
 def _security(settings: Settings) -> Security:

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # Adapter and model names users may choose: the store's rule for names and tags.
 from ..adapters.errors import InvalidName
 from ..adapters.names import HUB_ALLOW_PATTERN, validate_own_name
+from .limits import LimitSettings
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 
@@ -60,8 +61,9 @@ def parse_adapter_spec(spec: str) -> tuple[str, Path]:
     return name, p.resolve()
 
 
-class Settings(BaseSettings):
-    """Validated at start; an invalid value stops the server with a clear message."""
+class Settings(LimitSettings, BaseSettings):
+    """Validated at start; an invalid value stops the server with a clear message.
+    Request and server bounds (``--max-*``, ``--drain-timeout``) are in ``limits.py``."""
 
     # populate_by_name: flags pass field names; env may use the aliases (HOTSWAP_API_KEY).
     model_config = SettingsConfigDict(env_prefix="HOTSWAP_", extra="forbid",

@@ -7,14 +7,20 @@ Each piece is injected on its own (``EngineDep``, ``ServiceDep``, ``TableDep``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 
 from ..adapters.service import AdapterService
+from .backpressure import InFlight
 from .engine.interface import Engine
 from .errors import EngineUnavailable, NotReady
+from .lifecycle import ActiveRequests
+from .limits import RequestLimits
 from .serving.models import ServedModels
 from .serving.table import ServingTable
 
@@ -37,10 +43,43 @@ class AppState:
     serving: Serving | None = None
     #: Why start-up failed, if it did (the server keeps answering /health with it).
     startup_error: str | None = None
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    #: Sequences generating now (backpressure.py), created with ``limits``.
+    in_flight: InFlight = field(init=False)
+    #: Requests in progress (lifecycle.py: the drain waits for them).
+    active: ActiveRequests = field(default_factory=ActiveRequests)
+    #: SIGTERM received: readiness is 503 and new requests are refused.
+    draining: bool = False
+    #: Why the engine died, once it has (the process is exiting).
+    engine_dead: str | None = None
+    #: What to call when the server can not go on (the engine died): the CLI's server
+    #: exits non-zero; without one (tests, embedding) it is only logged.
+    on_fatal: Callable[[str], None] | None = None
+    _tokenizing: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.in_flight = InFlight(self.limits.max_in_flight, self.limits.max_in_flight_per_key)
+
+    @property
+    def tokenizing(self) -> anyio.CapacityLimiter:
+        """The one worker thread prompts are tokenized and templated in. One: Hugging
+        Face's fast tokenizers are not safe to call from two threads at once ("Already
+        borrowed"), as vLLM's server also has it; made on first use, inside the loop."""
+        if self._tokenizing is None:
+            self._tokenizing = anyio.CapacityLimiter(1)
+        return self._tokenizing
 
     @property
     def ready(self) -> bool:
-        return self.serving is not None and self.startup_error is None
+        return (self.serving is not None and self.startup_error is None
+                and not self.draining and self.engine_dead is None)
+
+    def fatal(self, reason: str) -> None:
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
+        else:
+            logging.getLogger(__name__).critical("%s (nothing to exit: no server hook)",
+                                                 reason)
 
 
 def get_state(request: Request) -> AppState:

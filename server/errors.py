@@ -7,6 +7,7 @@ with the right status, so no client ever sees a traceback or a 500 for bad input
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from ..adapters import errors as reg
 from .engine.interface import AdapterLoadError, EngineError, EngineRequestError
@@ -105,12 +107,44 @@ class MethodNotAllowed(HotswapError):
     status, type, code = 405, "invalid_request_error", "method_not_allowed"
 
 
+class PayloadTooLarge(HotswapError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class RequestTimeout(HotswapError):
+    # A request body that stopped arriving (slow-loris): its connection is let go.
+    status, type, code = 408, "invalid_request_error", "request_timeout"
+
+
+class TooManyRequests(HotswapError):
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class ClientDisconnected(HotswapError):
+    # Nginx's 499: nobody reads this answer; it exists so logs and metrics can say why
+    # the request ended.
+    status, type, code = 499, "invalid_request_error", "client_closed_request"
+
+
 class NotReady(HotswapError):
     status, type, code = 503, "service_unavailable", "not_ready"
 
 
 class EngineUnavailable(HotswapError):
     status, type, code = 503, "service_unavailable", "engine_unavailable"
+
+
+class Draining(HotswapError):
+    # SIGTERM received: in-flight requests finish, new ones go to another replica.
+    status, type, code = 503, "service_unavailable", "draining"
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry on another replica")
+        self.headers = {"Retry-After": "1", "Connection": "close"}
 
 
 class AdapterUnloadable(HotswapError):
@@ -194,6 +228,17 @@ def error_body(
 
 def to_body(exc: HotswapError) -> dict[str, Any]:
     return error_body(exc.message, exc.type, param=exc.param, code=exc.code)
+
+
+async def send_error(send: Send, err: HotswapError) -> None:
+    """Answer ``err`` from an ASGI middleware (before any route runs)."""
+    body = json.dumps(to_body(err)).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in (err.headers or {}).items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def from_exception(exc: BaseException) -> HotswapError:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -27,7 +26,7 @@ from .errors import (
     HotswapError,
     InvalidRequest,
     UnsupportedMediaType,
-    to_body,
+    send_error,
 )
 
 #: What an archive upload may be labelled.
@@ -66,11 +65,7 @@ class RequestGuard:
         if refusal is None:
             await self._app(scope, receive, send)
             return
-        body = json.dumps(to_body(refusal)).encode()
-        await send({"type": "http.response.start", "status": refusal.status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, refusal)
 
     def _check_origin(self, scope: Scope, headers: dict[str, str]) -> HotswapError | None:
         if scope["method"] in SAFE_METHODS:

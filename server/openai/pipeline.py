@@ -2,16 +2,19 @@
 
 One request, in order::
 
-    validate   endpoint.check + endpoint.prompts + sampling_spec: every refusal that needs
-               no store read, no download and no engine load happens here, first
+    validate   endpoint.check, the request's size (prompts, choices), its slots in the
+               server's bound of sequences in flight (429 past it), then endpoint.prompts
+               (tokenizing and chat templating, in one worker thread: never on the event
+               loop) and sampling_spec: every refusal that needs no store read, no
+               download and no engine load happens here, first
     resolve    ``model`` -> base model or an adapter version (ServedModels.resolve, which
                asks the caller's Principal first; a hub repo may be pulled here)
     hold       ServingTable.acquire: the adapter is loaded if needed and can not be
                retired while this request runs (Lease.release at the end, however it ends)
     generate   one engine request per prompt, merged (generate.py)
-    answer     non-streaming: accumulate, endpoint.response; streaming: primed (the first
-               engine step must succeed before the 200 goes out), endpoint.stream_* chunks
-               framed as SSE
+    answer     non-streaming: accumulate (aborted at once if the client goes away),
+               endpoint.response; streaming: primed (the first engine step must succeed
+               before the 200 goes out), endpoint.stream_* chunks framed as SSE
 
 An endpoint (``chat/serving.py``, ``completions/serving.py``) supplies only what differs:
 its refusals, how it builds prompts, which fields set max_tokens and logprobs, and the
@@ -20,22 +23,26 @@ shape of its response and chunks.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Generic, TypeVar
 
-from fastapi import Depends
+import anyio.to_thread
+from fastapi import Depends, Request
 from pydantic import BaseModel
+from starlette.types import Receive
 
 from ..auth import Principal
-from ..deps import ServingDep
-from ..engine.interface import Engine, Tokenizer
-from ..serving.models import ServedModels
-from ..serving.table import Lease, ServingTable
+from ..deps import AppState, ServingDep, StateDep
+from ..engine.interface import Tokenizer
+from ..errors import ClientDisconnected, InvalidRequest
+from ..limits import RequestLimits
+from ..serving.table import Lease
 from .accumulate import Accumulator, ChoiceState
 from .generate import Output, PromptTokens, generate
 from .prompts import Prompt
@@ -44,6 +51,7 @@ from .sampling import sampling_spec
 from .streaming import SSEResponse, primed, sse_events
 
 R = TypeVar("R", bound=SamplingFields)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,14 +73,21 @@ class Endpoint(ABC, Generic[R]):
 
     #: Prefix of response ids ("cmpl", "chatcmpl").
     id_prefix: ClassVar[str]
+    #: The field that holds the prompts (named in refusals).
+    prompt_param: ClassVar[str]
 
     @abstractmethod
     def check(self, req: R) -> None:
         """Refuse what the schema admits but this server can not honour (400)."""
 
     @abstractmethod
+    def count_prompts(self, req: R) -> int:
+        """How many prompts the request holds, from its shape (before tokenizing)."""
+
+    @abstractmethod
     def prompts(self, req: R, tokenizer: Tokenizer) -> list[Prompt]:
-        """The engine's input: token ids, checked against the vocabulary."""
+        """The engine's input: token ids, checked against the vocabulary. Runs in a
+        worker thread (tokenizing a long prompt takes milliseconds)."""
 
     @abstractmethod
     def max_tokens(self, req: R) -> int | None: ...
@@ -98,48 +113,82 @@ class Endpoint(ABC, Generic[R]):
 
 
 class Pipeline:
-    def __init__(self, engine: Engine, models: ServedModels, table: ServingTable) -> None:
-        self._engine = engine
-        self._models = models
-        self._table = table
+    def __init__(self, serving: ServingDep, state: AppState, receive: Receive) -> None:
+        self._engine = serving.engine
+        self._models = serving.models
+        self._table = serving.table
+        self._state = state
+        self._receive = receive
 
     async def serve(self, endpoint: Endpoint[R], req: R, principal: Principal
                     ) -> BaseModel | SSEResponse:
-        # validate
+        limits = self._state.limits
+        # validate: the shape, then the slots, then the CPU work (in the tokenizer's thread)
         endpoint.check(req)
-        prompts = endpoint.prompts(req, self._engine.tokenizer)
-        sampling = sampling_spec(
-            req, max_tokens=endpoint.max_tokens(req), logprobs=endpoint.logprobs(req),
-            prompt_len=max(len(p.token_ids) for p in prompts),
-            max_model_len=self._engine.max_model_len,
-        )
-        # resolve, hold
-        adapter = await self._models.resolve(req.model, principal)
-        lease = await self._table.acquire(adapter)
-        call = Call(req, f"{endpoint.id_prefix}-{uuid.uuid4().hex}", int(time.time()), prompts)
+        count = endpoint.count_prompts(req)
+        check_size(count, req.n, limits)
+        slots = self._state.in_flight.take(principal.key_id, count * req.n)
+        lease: Lease | None = None
         streaming = False
         try:
+            tokenizer = self._engine.tokenizer
+            prompts = await anyio.to_thread.run_sync(
+                endpoint.prompts, req, tokenizer, limiter=self._state.tokenizing)
+            total = sum(len(p.token_ids) for p in prompts)
+            if total > limits.max_prompt_tokens:
+                raise InvalidRequest(
+                    f"the prompts hold {total} tokens; at most {limits.max_prompt_tokens} "
+                    "per request (--max-prompt-tokens)", param=endpoint.prompt_param)
+            sampling = sampling_spec(
+                req, max_tokens=endpoint.max_tokens(req), logprobs=endpoint.logprobs(req),
+                prompt_len=max(len(p.token_ids) for p in prompts),
+                max_model_len=self._engine.max_model_len,
+                default_max_tokens=limits.default_max_tokens,
+            )
+            # resolve, hold
+            adapter = await self._models.resolve(req.model, principal)
+            lease = await self._table.acquire(adapter)
+            call = Call(req, f"{endpoint.id_prefix}-{uuid.uuid4().hex}", int(time.time()),
+                        prompts)
             outputs = generate(self._engine, call.request_id, prompts, sampling, adapter)
             acc = Accumulator(call.num_choices)
             if not req.stream:
-                # Closed at once if this stops early (an error, a cancelled request):
-                # the engine aborts now.
-                async with contextlib.aclosing(outputs):
-                    async for item in outputs:
-                        _add(acc, item)
+                await self._unless_gone(_collect(outputs, acc))
                 return endpoint.response(call, acc)
             stream = await primed(outputs)
             streaming = True
         finally:
             if not streaming:
-                await lease.release()
+                slots.release()
+                if lease is not None:
+                    await lease.release()
+        held = lease
 
         async def close() -> None:
             await stream.aclose()
-            await lease.release()
+            await held.release()
+            slots.release()
 
-        events = self._events(endpoint, call, stream, acc, lease)
+        events = self._events(endpoint, call, stream, acc, held)
         return SSEResponse(sse_events(events, include_usage=req.include_usage), close)
+
+    async def _unless_gone(self, work: Awaitable[T]) -> T:
+        """``work``, cancelled (so the engine aborts) as soon as the client disconnects:
+        a non-streaming request writes nothing until the end, so without this a gone
+        client is only noticed after the whole generation."""
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(_disconnected(self._receive))
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            raise ClientDisconnected("the client went away before the answer was ready")
+        return task.result()
 
     async def _events(self, endpoint: Endpoint[R], call: Call[R],
                       outputs: AsyncGenerator[Output | PromptTokens, None], acc: Accumulator,
@@ -162,15 +211,36 @@ class Pipeline:
             await lease.release()
 
 
-def _add(acc: Accumulator, item: Output | PromptTokens) -> None:
-    if isinstance(item, PromptTokens):
-        acc.add_prompt(item.count)
-    else:
-        acc.add(item.index, item.delta)
+def check_size(prompts: int, n: int, limits: RequestLimits) -> None:
+    if prompts > limits.max_prompts:
+        raise InvalidRequest(f"{prompts} prompts in one request; at most "
+                             f"{limits.max_prompts} (--max-prompts)", param="prompt")
+    if prompts * n > limits.max_choices:
+        raise InvalidRequest(f"{prompts} prompt(s) x n={n} asks for {prompts * n} "
+                             f"sequences; at most {limits.max_choices} (--max-choices)",
+                             param="n")
 
 
-def get_pipeline(serving: ServingDep) -> Pipeline:
-    return Pipeline(serving.engine, serving.models, serving.table)
+async def _collect(outputs: AsyncGenerator[Output | PromptTokens, None], acc: Accumulator
+                   ) -> None:
+    # Closed at once if this stops early (an error, a cancelled request): the engine
+    # aborts now.
+    async with contextlib.aclosing(outputs):
+        async for item in outputs:
+            if isinstance(item, PromptTokens):
+                acc.add_prompt(item.count)
+            else:
+                acc.add(item.index, item.delta)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (the body has been read by then)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def get_pipeline(request: Request, serving: ServingDep, state: StateDep) -> Pipeline:
+    return Pipeline(serving, state, request.receive)
 
 
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]

@@ -12,7 +12,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Stop = str | Annotated[list[str], Field(max_length=16)] | None
+from ..limits import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
+
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+Stop = StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_SEQUENCES)] | None
 
 
 class StreamOptions(BaseModel):
@@ -88,7 +91,12 @@ class ErrorResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid request"},
     404: {"model": ErrorResponse, "description": "Unknown model or adapter"},
-    503: {"model": ErrorResponse, "description": "Model still loading or engine down"},
+    408: {"model": ErrorResponse, "description": "The request body stopped arriving"},
+    413: {"model": ErrorResponse, "description": "Request body over --max-body-bytes"},
+    429: {"model": ErrorResponse, "description": "Too many sequences in flight (server-wide "
+          "or for this key); see Retry-After"},
+    503: {"model": ErrorResponse, "description": "Model still loading, engine down, or the "
+          "server draining; see Retry-After"},
 }
 #: OpenAPI documentation of a 200 that is JSON, or SSE with ``stream: true``.
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {

@@ -8,9 +8,11 @@ from .protocol import SamplingFields
 
 
 def sampling_spec(req: SamplingFields, *, max_tokens: int | None, logprobs: int | None,
-                  prompt_len: int, max_model_len: int) -> SamplingSpec:
+                  prompt_len: int, max_model_len: int,
+                  default_max_tokens: int | None = None) -> SamplingSpec:
     """``max_tokens`` and ``logprobs`` as the endpoint reads them from its own fields;
-    without ``max_tokens`` the completion may fill the rest of the context."""
+    without ``max_tokens``, ``default_max_tokens`` (--default-max-tokens) or, when that is
+    None too, the rest of the context."""
     room = max_model_len - prompt_len
     if room < 1 or (max_tokens is not None and max_tokens > room):
         asked = prompt_len + (max_tokens or 1)
@@ -22,7 +24,7 @@ def sampling_spec(req: SamplingFields, *, max_tokens: int | None, logprobs: int 
             param="max_tokens",
         )
     return SamplingSpec(
-        max_tokens=max_tokens or room,
+        max_tokens=max_tokens or min(room, default_max_tokens or room),
         temperature=req.temperature,
         top_p=req.top_p,
         n=req.n,

@@ -30,6 +30,7 @@ ChatCall = Call[ChatCompletionRequest]
 
 class ChatEndpoint(Endpoint[ChatCompletionRequest]):
     id_prefix = "chatcmpl"
+    prompt_param = "messages"
 
     def check(self, req: ChatCompletionRequest) -> None:
         if req.tools:
@@ -42,6 +43,9 @@ class ChatEndpoint(Endpoint[ChatCompletionRequest]):
         if req.top_logprobs is not None and not req.logprobs:
             raise InvalidRequest("top_logprobs requires logprobs to be true",
                                  param="top_logprobs")
+
+    def count_prompts(self, req: ChatCompletionRequest) -> int:
+        return 1
 
     def prompts(self, req: ChatCompletionRequest, tokenizer: Tokenizer) -> list[Prompt]:
         messages = [_template_message(m, i) for i, m in enumerate(req.messages)]

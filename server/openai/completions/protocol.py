@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ...limits import MAX_LOGPROBS
 from ..protocol import ResponseHead, SamplingFields, Usage
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
@@ -13,7 +14,7 @@ PromptInput = str | list[str] | list[int] | list[list[int]]
 
 class CompletionRequest(SamplingFields):
     prompt: PromptInput
-    logprobs: int | None = Field(default=None, ge=0, le=20)
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1)

@@ -26,6 +26,7 @@ CompletionCall = Call[CompletionRequest]
 
 class CompletionsEndpoint(Endpoint[CompletionRequest]):
     id_prefix = "cmpl"
+    prompt_param = "prompt"
 
     def check(self, req: CompletionRequest) -> None:
         if req.suffix:
@@ -35,6 +36,13 @@ class CompletionsEndpoint(Endpoint[CompletionRequest]):
         if req.echo and req.logprobs is not None:
             raise UnsupportedParameter("echo together with logprobs is not supported",
                                        param="echo")
+
+    def count_prompts(self, req: CompletionRequest) -> int:
+        raw = req.prompt
+        # A string, or one prompt of token ids, is one prompt; a list of either is a batch.
+        if isinstance(raw, str) or (raw and all(isinstance(p, int) for p in raw)):
+            return 1
+        return max(1, len(raw))
 
     def prompts(self, req: CompletionRequest, tokenizer: Tokenizer) -> list[Prompt]:
         raw = req.prompt
