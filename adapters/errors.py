@@ -17,6 +17,7 @@ Hierarchy, so the table can map whole families at once::
     ├── UploadIncomplete          the upload body stalled past the idle timeout
     ├── TooManyUploads            every upload slot taken (retry later)
     ├── StoreFull                 the store's byte budget would be exceeded
+    │   └── DiskFull              the store's filesystem is out of space or quota
     ├── StoreBusy                 store lock not acquired in time
     ├── StoreCorrupt              on-disk state the store did not write
     ├── HubError                  pulling from a Hugging Face Hub endpoint failed
@@ -35,6 +36,9 @@ Hierarchy, so the table can map whole families at once::
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
 from typing import ClassVar
 
 
@@ -99,6 +103,34 @@ class StoreFull(AdapterError):
     """Storing this version would take the store past its byte budget."""
 
     code = "store_full"
+
+
+class DiskFull(StoreFull):
+    """The store's filesystem ran out of space (ENOSPC) or of the user's quota (EDQUOT)
+    while an adapter arrived or was written. Nothing was stored; freeing space and
+    retrying works. A :class:`StoreFull`, so whatever handles the budget handles this."""
+
+    code = "insufficient_storage"
+
+
+#: What the kernel says when a write finds no room: out of blocks or inodes, over quota.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def disk_full_errors(doing: str) -> Iterator[None]:
+    """Raise :class:`DiskFull` for an ENOSPC / EDQUOT in the block; other OSErrors
+    pass unchanged (a bug or a broken disk, not a condition the client can act on).
+    ``doing`` ("receiving the upload", ...) names the step for the message, which
+    clients see: it never names a server path."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        reason = "out of space" if exc.errno == errno.ENOSPC else "over its quota"
+        raise DiskFull(f"the adapter store's disk is {reason}: {doing} failed and left the "
+                       "store as it was. Free disk space and retry") from exc
 
 
 class StoreBusy(AdapterError):

@@ -27,7 +27,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +63,34 @@ class HubCache:
 
     def record(self, name: str, tag: str, digest: str) -> None:
         """Note that a pull pointed ``name:tag`` at ``digest`` (atomic replace)."""
+        with self.recording(name, tag) as note:
+            note(digest)
+
+    @contextlib.contextmanager
+    def recording(self, name: str, tag: str) -> Iterator[Callable[[str], None]]:
+        """A ``note(digest)`` that records ``name:tag`` (as :meth:`record`) without needing
+        a free byte: the record's space is taken here, before the pull moves its ref. A
+        disk that fills in between could otherwise leave a pulled ref that no record
+        claims (the hub id would not resolve to it; the budget would never evict it)
+        while the client was told the pull failed. The unused space goes on exit."""
+        line_size = len(f"{'0' * 64}\n")  # a sha256 digest's line
         tmp = self._tmp / f"hub-{uuid.uuid4().hex}"
-        tmp.write_text(f"{digest}\n")
-        os.replace(tmp, self._path(name, tag))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            # Written (not ftruncate'd: a sparse file holds no block) so the blocks exist.
+            os.write(fd, b"\n" * line_size)
+
+            def note(digest: str) -> None:
+                line = f"{digest}\n".encode()
+                if len(line) != line_size:
+                    raise ValueError(f"not a sha256 digest: {digest!r}")
+                os.pwrite(fd, line, 0)  # over the taken bytes: nothing new to allocate
+                os.replace(tmp, self._path(name, tag))
+
+            yield note
+        finally:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)  # a no-op once noted
 
     def touch(self, name: str, tag: str) -> None:
         """Mark ``name:tag`` used now, if a pull created it."""

@@ -18,7 +18,7 @@ import anyio.to_thread
 
 from . import hub_cache
 from .admission import AdmissionLimits, BaseModelSpec
-from .errors import AdapterError
+from .errors import AdapterError, disk_full_errors
 from .hub_cache import HubCache
 from .manifest import Manifest
 from .sources import hub
@@ -89,13 +89,7 @@ class HubPuller:
     async def _run(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
                    flight: _Flight) -> Manifest:
         def work() -> tuple[Manifest, bool]:
-            with self._store.staging() as staged:
-                commit = hub.download(href, staged, self._limits, token=self._token,
-                                      endpoint=self._endpoint, on_progress=flight.report)
-                manifest = self._store.add(staged, name=name, tag=tag,
-                                           source=f"hub:{href.repo_id}@{commit}", spec=spec,
-                                           limits=self._limits)
-            self._cache.record(name, tag, manifest.digest)
+            manifest = self.fetch(href, name, tag, spec, flight.report)
             return manifest, self._enforce_budget()
 
         manifest, evicted = await anyio.to_thread.run_sync(work)
@@ -104,6 +98,23 @@ class HubPuller:
                 await self._collect()
             except AdapterError as exc:  # the pull itself worked: report that
                 log.warning("gc after evicting hub refs failed: %s", exc)
+        return manifest
+
+    def fetch(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
+              on_progress: ProgressFn | None = None) -> Manifest:
+        """The blocking part of a pull, for a worker thread: download ``href``, admit and
+        store it as ``name:tag``, record it as hub-owned. On any failure (a cut download,
+        a full disk, a refusal) nothing is visible and nothing of it stays in ``tmp/``."""
+        # The record's space is taken before the ref moves (HubCache.recording); the
+        # disk-full mapping is outermost so that the staging dir's creation is covered.
+        with (disk_full_errors("downloading from the hub"),
+              self._cache.recording(name, tag) as note, self._store.staging() as staged):
+            commit = hub.download(href, staged, self._limits, token=self._token,
+                                  endpoint=self._endpoint, on_progress=on_progress)
+            manifest = self._store.add(staged, name=name, tag=tag,
+                                       source=f"hub:{href.repo_id}@{commit}", spec=spec,
+                                       limits=self._limits)
+            note(manifest.digest)
         return manifest
 
     def _enforce_budget(self) -> bool:

@@ -28,6 +28,7 @@ from .errors import (
     TooManyUploads,
     UnsafePath,
     VersionNotFound,
+    disk_full_errors,
 )
 from .hub_cache import HubCache
 from .manifest import Manifest, is_source
@@ -252,7 +253,8 @@ class AdapterService:
             raise UnsafePath(f"{str(src)!r} can not be recorded as a source path")
 
         def work() -> Manifest:
-            with self._store.staging() as staged:
+            # Outermost, so the staging dir's own creation is covered too.
+            with disk_full_errors("copying the adapter in"), self._store.staging() as staged:
                 import_dir(src, staged, self.limits)
                 manifest = self._store.add(staged, name=name, tag=tag, source=source,
                                            spec=spec, limits=self.limits)
@@ -273,11 +275,13 @@ class AdapterService:
             raise TooManyUploads(f"{options.max_uploads} uploads are running; retry shortly")
         self._uploads += 1
         try:
-            spooled = await spool(body, self._store.root / "tmp", self.limits.max_total_bytes,
-                                  options.upload_idle_timeout_s)
+            with disk_full_errors("receiving the upload"):
+                spooled = await spool(body, self._store.root / "tmp",
+                                      self.limits.max_total_bytes, options.upload_idle_timeout_s)
 
             def work() -> Manifest:
-                with spooled, self._store.staging() as staged:
+                with (disk_full_errors("unpacking the upload"), spooled,
+                      self._store.staging() as staged):
                     extract_archive(spooled, staged, self.limits)
                     self._check_budget(staged)
                     manifest = self._store.add(staged, name=name, tag=tag, source="upload",

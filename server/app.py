@@ -8,10 +8,12 @@ and the start-up adapters are loaded. Every other route answers 503 until then.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Scope
@@ -118,7 +120,30 @@ def create_app(
                        idle_timeout_s=limits.body_idle_timeout_s, exempt=_is_upload)
     app.add_middleware(DrainGate, state=state)
     app.add_middleware(RequestGuard, allowed_hosts=security.allowed_hosts)
+    _document_400_not_422(app)
     return app
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 ``HTTPValidationError`` on every route with inputs; this
+    app answers schema violations with 400 and the OpenAI error body (errors.py), as
+    OpenAI does. Keep the 422s routes document themselves (adapter refusals)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                        del responses["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _is_upload(scope: Scope) -> bool:

@@ -249,6 +249,8 @@ def from_exception(exc: BaseException) -> HotswapError:
         status = registry_status(exc)
         if status == 502:
             log.warning("upstream failure: %s", exc)  # the hub's fault: no traceback
+        elif status == 507:
+            log.error("adapter store full: %s (%s)", exc, exc.__cause__)  # no traceback
         elif status >= 500:
             log.error("registry error", exc_info=exc)
         return RegistryError(exc, status)
@@ -262,17 +264,30 @@ def from_exception(exc: BaseException) -> HotswapError:
     return HotswapError("internal server error")
 
 
+#: Type names pydantic puts in an error's location for the member of a union it tried.
+_UNION_MEMBERS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request", None
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # A union reports one error per member; "not a string" for a value that was meant to
+    # be the list is noise next to the list's own complaint (too many items).
+    specific = [e for e in errors if not str(e.get("type", "")).endswith("_type")]
+    first = (specific or errors)[0]
+    loc = [str(p) for p in first.get("loc", ())
+           if p != "body" and not _is_union_member(str(p))]
     param = ".".join(loc) or None
     msg = str(first.get("msg", "invalid value"))
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None
     return (f"{param}: {msg}" if param else msg), param
+
+
+def _is_union_member(part: str) -> bool:
+    return part in _UNION_MEMBERS or "[" in part or part.startswith(("constrained-",
+                                                                     "function-"))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -297,7 +312,8 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             err = InvalidRequest(str(exc.detail))
             err.status = exc.status_code
-        return JSONResponse(to_body(err), status_code=err.status)
+        # Starlette's own headers, e.g. the Allow of a 405 (RFC 9110 requires it).
+        return JSONResponse(to_body(err), status_code=err.status, headers=exc.headers)
 
     app.add_exception_handler(HotswapError, on_hotswap)
     app.add_exception_handler(EngineError, on_hotswap)

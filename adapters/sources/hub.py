@@ -272,7 +272,9 @@ def _hub_errors(ref: HubRef) -> Iterator[None]:
         raise HubUnavailable(f"hub error for {ref} (HTTP {status})") from exc
     except (httpx2.HTTPError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
-            raise  # this server's disk, not the hub: a server error, logged as such
+            # This server's disk, not the hub: the puller maps a full one to DiskFull
+            # (507); the rest stays a server error, logged as such.
+            raise
         raise HubUnavailable(f"pulling {ref} failed: {type(exc).__name__}: "
                              f"{_first_line(exc)}") from exc
 

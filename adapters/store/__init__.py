@@ -15,6 +15,12 @@ it visible with one ``rename``: a version dir appears whole with its manifest
 unreferenced entries in ``tmp/`` (removed by :meth:`Store.recover` after a grace period)
 or a complete version no ref points to yet (removed only by :meth:`Store.gc`).
 
+A full disk is a failure like any other on that path: the writing methods turn ENOSPC /
+EDQUOT into :class:`~hotswap.adapters.errors.DiskFull` (507 over HTTP), and what a
+failed write leaves behind is either removed on the way out (staging and commit dirs,
+temporary ref files) or an unreferenced version for :meth:`Store.gc`; nothing partial is
+ever visible, and the same write works once there is room.
+
 Files outlive their refs: deleting a name removes its refs at once, but a version's
 files go only when :meth:`Store.gc` finds it unreferenced for a grace period
 (:mod:`.orphans`) and not in use by the calling process, since requests and engines

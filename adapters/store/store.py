@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..admission import AdmissionLimits, BaseModelSpec, admit
-from ..errors import AdapterNotFound, StoreCorrupt, VersionNotFound
+from ..errors import AdapterNotFound, StoreCorrupt, VersionNotFound, disk_full_errors
 from ..manifest import Manifest, is_digest, is_source
 from ..names import DEFAULT_TAG, parse_ref, validate_name, validate_own_name, validate_tag
 from ..sources.local import import_dir
@@ -72,6 +72,7 @@ class Store:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    @disk_full_errors("storing the adapter")
     def add(
         self,
         staged_dir: Path,
@@ -124,6 +125,7 @@ class Store:
         logger.info("%s:%s -> %s", name, tag, digest)
         return manifest.model_copy(update={"name": name})
 
+    @disk_full_errors("moving the tag")
     def tag(self, name: str, tag: str, digest: str) -> None:
         """Point ``name:tag`` at an existing version (promote, pin, roll back). Not under
         a name with ``--``: those only ever hold what a pull stored."""
@@ -137,6 +139,7 @@ class Store:
             self._write_ref(name, tag, digest)
         logger.info("%s:%s -> %s", name, tag, digest)
 
+    @disk_full_errors("removing the tag")
     def untag_if(self, name: str, tag: str, digest: str) -> bool:
         """Remove ``name:tag`` only if it still points at ``digest``: compare and delete
         under the lock, so a ref re-pointed meanwhile (another pull, another replica)
@@ -151,6 +154,7 @@ class Store:
         logger.info("removed %s:%s (was %s)", name, tag, digest)
         return True
 
+    @disk_full_errors("deleting the adapter")
     def delete(self, ref: str) -> None:
         """``name``: remove all its tags at once; ``name:tag``: that tag only. Lookups
         fail from now on; the versions stay until :meth:`gc` removes them."""
@@ -170,6 +174,7 @@ class Store:
             discard(name_dir, self._layout.refs, self._layout.tmp)
             logger.info("deleted adapter %s", ref)
 
+    @disk_full_errors("collecting unused versions")
     def gc(self, *, in_use: Collection[str] = (), grace_s: float = GC_GRACE_S,
            now: float | None = None) -> list[str]:
         """Remove the versions no ref has pointed at for ``grace_s`` seconds, except those

@@ -19,7 +19,6 @@ from ...adapters.sources.hub import HubRef
 from ..auth import PrincipalDep
 from ..deps import ModelsDep, ServiceDep, TableDep
 from ..errors import InvalidRequest
-from ..openai.protocol import ErrorResponse
 from ..serving.models import ServedModels
 from ..serving.table import ServingTable
 from .listing import visible
@@ -32,19 +31,13 @@ from .protocol import (
     TagRequest,
 )
 from .pull_stream import pull_events
+from .responses import COMMON, JSON_BODY, Responses, errors
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed name, archive or path"},
-    401: {"model": ErrorResponse, "description": "API key missing or not valid"},
-    403: {"model": ErrorResponse, "description": "Not an admin key, or a name outside "
-                                                 "this key's policy"},
-    404: {"model": ErrorResponse, "description": "No such adapter, tag or version"},
-    503: {"model": ErrorResponse, "description": "Model loading, or store busy (Retry-After)"},
-}
-UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": "Archive or adapter over the size cap"},
-    422: {"model": ErrorResponse, "description": "Adapter refused by admission (code says why)"},
-}
+UPLOAD_ERRORS = errors(408, 413, 415, 422, 429, 507, why={
+    408: "The archive stopped arriving (--upload-idle-timeout); nothing stored",
+    413: "Archive or adapter over the size cap",
+    415: "Content-Type not an archive type (application/octet-stream, ...)",
+})
 ARCHIVE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -53,22 +46,21 @@ ARCHIVE_BODY: dict[str, Any] = {
                                                             "format": "binary"}}},
     }
 }
-PULL_ERRORS: dict[int | str, dict[str, Any]] = {
+PULL_ERRORS: Responses = {
     201: {"content": {"application/x-ndjson": {}},
           "description": "Stored. With stream=true: NDJSON progress lines, the last one "
                          "'success' (with this body's fields) or 'error' (with 'error')"},
-    403: {"model": ErrorResponse, "description": "Repo not on --hub-allow, or the hub "
-                                                 "refused access (gated, private)"},
-    413: {"model": ErrorResponse, "description": "Adapter files over the size cap"},
-    422: {"model": ErrorResponse, "description": "Not an acceptable adapter (code says why)"},
-    502: {"model": ErrorResponse, "description": "Hub unreachable or download broke off"},
+    **errors(*JSON_BODY, 403, 404, 422, 502, 507, why={
+        403: "Repo not on --hub-allow, the hub refused access (gated, private), the key "
+             "lacks the scope or the name is outside its policy",
+        404: "No such hub repo or revision",
+    }),
 }
 
 NameQuery = Annotated[str, Query(description="Adapter name (a-z 0-9 . _ -)")]
 TagQuery = Annotated[str, Query(description="Tag to point at the new version")]
 
-router = APIRouter(prefix="/v1", tags=["adapters"], responses=ERRORS)
-
+router = APIRouter(prefix="/v1", tags=["adapters"], responses=errors(*COMMON))
 
 
 @router.post("/adapters", response_model=TaggedVersion, status_code=201,
@@ -106,7 +98,7 @@ async def pull_adapter(body: PullRequest, service: ServiceDep, principal: Princi
                              media_type="application/x-ndjson")
 
 
-@router.delete("/adapters/{ref}", response_model=Deleted,
+@router.delete("/adapters/{ref}", response_model=Deleted, responses=errors(404),
                summary="Delete an adapter (name) or one of its tags (name:tag)")
 async def delete_adapter(ref: str, models: ModelsDep, principal: PrincipalDep) -> Deleted:
     principal.check_manage(ref)
@@ -115,6 +107,7 @@ async def delete_adapter(ref: str, models: ModelsDep, principal: PrincipalDep) -
 
 
 @router.put("/adapters/{name}/tags/{tag}", response_model=TaggedVersion,
+            responses=errors(*JSON_BODY, 404),
             summary="Point name:tag at a stored version (promote, pin, roll back)")
 async def put_tag(name: str, tag: str, body: TagRequest, service: ServiceDep,
                   principal: PrincipalDep) -> TaggedVersion:
@@ -128,7 +121,7 @@ async def put_tag(name: str, tag: str, body: TagRequest, service: ServiceDep,
     return TaggedVersion(name=name, tag=tag, version=AdapterVersion.of(manifest))
 
 
-@router.post("/adapters/{ref}/load", response_model=LoadState,
+@router.post("/adapters/{ref}/load", response_model=LoadState, responses=errors(404, 422),
              summary="Load into engine memory now (warm the first request)")
 async def load_adapter(ref: str, models: ModelsDep, table: TableDep,
                        principal: PrincipalDep) -> LoadState:
@@ -136,7 +129,7 @@ async def load_adapter(ref: str, models: ModelsDep, table: TableDep,
     return await _set_loaded(models, table, ref, loaded=True)
 
 
-@router.post("/adapters/{ref}/unload", response_model=LoadState,
+@router.post("/adapters/{ref}/unload", response_model=LoadState, responses=errors(404),
              summary="Drop from engine memory (stays stored; reloads on next use)")
 async def unload_adapter(ref: str, models: ModelsDep, table: TableDep,
                          principal: PrincipalDep) -> LoadState:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from ...adapters.errors import AdapterNotFound
@@ -12,18 +10,12 @@ from ...adapters.manifest import Manifest
 from ...adapters.names import validate_name
 from ..auth import Principal, PrincipalDep
 from ..deps import ModelsDep, ServiceDep, TableDep
-from ..openai.protocol import ErrorResponse
 from ..serving.residency import Residencies
 from .protocol import AdapterInfo, AdapterList, AdapterVersion, AdmissionPolicy
+from .responses import COMMON, errors
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed name"},
-    401: {"model": ErrorResponse, "description": "API key missing or not valid"},
-    404: {"model": ErrorResponse, "description": "No such adapter (or not for this key)"},
-    503: {"model": ErrorResponse, "description": "Model loading, or store busy (Retry-After)"},
-}
-
-router = APIRouter(prefix="/v1", tags=["adapters"], responses=ERRORS)
+router = APIRouter(prefix="/v1", tags=["adapters"], responses=errors(*COMMON, why={
+    403: "The key lacks the inference scope (a metrics-only key)"}))
 
 
 def visible(principal: Principal, name: str) -> bool:
@@ -48,7 +40,8 @@ async def list_adapters(service: ServiceDep, table: TableDep, models: ModelsDep,
                        stored_bytes=sum(sizes.values()))
 
 
-@router.get("/adapters/{name}", response_model=AdapterInfo, summary="One adapter")
+@router.get("/adapters/{name}", response_model=AdapterInfo, responses=errors(404),
+            summary="One adapter")
 async def get_adapter(name: str, service: ServiceDep, table: TableDep,
                       principal: PrincipalDep) -> AdapterInfo:
     validate_name(name)

@@ -3,8 +3,6 @@ vLLM. Paths only under ``--import-root``; the same admission as every other adap
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
@@ -13,19 +11,26 @@ from ...adapters.names import validate_name
 from ..auth import PrincipalDep
 from ..deps import ModelsDep, ServiceDep
 from ..errors import AdapterExists
-from ..openai.protocol import ErrorResponse
 from .protocol import LoadLoraAdapterRequest, UnloadLoraAdapterRequest
+from .responses import COMMON, JSON_BODY, Responses, json_errors
 
-PLAIN_OK: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/plain": {}}, "description": "Success message, as vLLM answers"},
-    403: {"model": ErrorResponse, "description": "lora_path outside every import root"},
-    422: {"model": ErrorResponse, "description": "Adapter refused by admission"},
+#: Success is a text/plain sentence, as vLLM answers; every error is an OpenAI error body.
+PLAIN_OK: Responses = {
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+          "description": "Success message, as vLLM answers"},
+    **json_errors(*COMMON, *JSON_BODY),
 }
+LOAD_ERRORS = json_errors(400, 403, 413, 422, 507, why={
+    400: "Malformed lora_name, a name already loaded, or no adapter dir at lora_path",
+    403: "lora_path outside every --import-root, the key lacks the scope or the name is "
+         "outside its policy",
+})
+UNLOAD_ERRORS = json_errors(404)
 
 router = APIRouter(prefix="/v1", tags=["adapters"], responses=PLAIN_OK)
 
 
-@router.post("/load_lora_adapter", response_class=PlainTextResponse,
+@router.post("/load_lora_adapter", response_class=PlainTextResponse, responses=LOAD_ERRORS,
              summary="vLLM-compatible: import a server-side adapter dir and load it")
 async def load_lora_adapter(body: LoadLoraAdapterRequest, service: ServiceDep,
                             models: ModelsDep, principal: PrincipalDep) -> PlainTextResponse:
@@ -49,6 +54,7 @@ async def load_lora_adapter(body: LoadLoraAdapterRequest, service: ServiceDep,
 
 
 @router.post("/unload_lora_adapter", response_class=PlainTextResponse,
+             responses=UNLOAD_ERRORS,
              summary="vLLM-compatible: stop serving an adapter (deletes the name)")
 async def unload_lora_adapter(body: UnloadLoraAdapterRequest, models: ModelsDep,
                               principal: PrincipalDep) -> PlainTextResponse:

@@ -90,9 +90,16 @@ class ErrorResponse(BaseModel):
 #: OpenAPI documentation of the error statuses every inference endpoint may answer.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid request"},
+    401: {"model": ErrorResponse, "description": "API key missing or not valid"},
+    403: {"model": ErrorResponse, "description": "The key lacks the inference scope, or a "
+          "cross-site request"},
     404: {"model": ErrorResponse, "description": "Unknown model or adapter"},
     408: {"model": ErrorResponse, "description": "The request body stopped arriving"},
     413: {"model": ErrorResponse, "description": "Request body over --max-body-bytes"},
+    415: {"model": ErrorResponse, "description": "Content-Type is not application/json"},
+    421: {"model": ErrorResponse, "description": "Host header outside --allowed-host"},
+    422: {"model": ErrorResponse, "description": "The engine could not load the adapter "
+          "(adapter_load_failed)"},
     429: {"model": ErrorResponse, "description": "Too many sequences in flight (server-wide "
           "or for this key); see Retry-After"},
     503: {"model": ErrorResponse, "description": "Model still loading, engine down, or the "

@@ -18,6 +18,7 @@ from hotswap.adapters.service import ServiceOptions
 from hotswap.server.app import create_app
 from hotswap.server.auth import Security
 from hotswap.server.engine.fake import FakeEngine
+from hotswap.server.limits import RequestLimits
 
 from support.fakes import service_options
 from support.http import wait_ready
@@ -27,17 +28,18 @@ def make_app(tmp_path: Path, engine: FakeEngine | None = None, *,
              options: ServiceOptions | None = None,
              adapters: Sequence[tuple[str, Path]] = (),
              factory: Callable[[], Awaitable[FakeEngine]] | None = None,
-             security: Security | None = None) -> FastAPI:
+             security: Security | None = None,
+             limits: RequestLimits | None = None) -> FastAPI:
     """The app on ``engine`` (a new FakeEngine by default) with a store under
     ``tmp_path``; ``factory`` replaces the engine start (tests of start-up states);
-    ``security``: keys and Host allowlist (default: open)."""
+    ``security``: keys and Host allowlist (default: open); ``limits``: request bounds."""
     fake = engine or FakeEngine()
 
     async def start() -> FakeEngine:
         return fake
 
     return create_app(factory or start, options or service_options(tmp_path), list(adapters),
-                      security)
+                      security, limits)
 
 
 @asynccontextmanager

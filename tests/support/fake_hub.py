@@ -7,7 +7,10 @@ Routes: ``GET /api/models/{repo}/revision/{rev}`` (repo info: the commit),
 real hub sends, so huggingface_hub raises its usual typed errors.
 
 Fault injection: ``truncate`` (serve half of a file, then drop the connection, on every
-attempt), ``delay_s`` (before each file body; makes concurrent pulls overlap), ``gated``.
+attempt), ``stall`` (serve half of a file, then send nothing until ``release`` is set,
+then drop the connection: a pull caught mid-file, for as long as a test needs; the
+event ``stalled`` is set once such a half has been sent),
+``delay_s`` (before each file body; makes concurrent pulls overlap), ``gated``.
 ``downloads`` counts file GETs per repo, the evidence for single-flight tests.
 """
 
@@ -46,6 +49,9 @@ class FakeRepo:
 class FakeHub:
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     truncate: set[tuple[str, str]] = field(default_factory=set)  # (repo, path)
+    stall: set[tuple[str, str]] = field(default_factory=set)  # (repo, path)
+    release: threading.Event = field(default_factory=threading.Event)
+    stalled: threading.Event = field(default_factory=threading.Event)
     delay_s: float = 0.0
     downloads: collections.Counter[str] = field(default_factory=collections.Counter)
     url: str = ""
@@ -150,9 +156,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.downloads[self._canonical(repo_id)] += 1
         if self.hub.delay_s:
             threading.Event().wait(self.hub.delay_s)
-        if (self._canonical(repo_id), path) in self.hub.truncate:
+        cut = (self._canonical(repo_id), path)
+        if cut in self.hub.truncate or cut in self.hub.stall:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
+            if cut in self.hub.stall:
+                self.hub.stalled.set()
+                self.hub.release.wait()
             self.close_connection = True
             return
         self.wfile.write(body)
@@ -190,6 +200,7 @@ def serving(hub: FakeHub) -> Iterator[FakeHub]:
     try:
         yield hub
     finally:
+        hub.release.set()  # stalled answers end, so their threads do too
         server.shutdown()
         server.server_close()
         thread.join()
