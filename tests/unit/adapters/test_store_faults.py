@@ -22,108 +22,50 @@ import errno
 import fcntl
 import os
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hotswap.adapters import errors
 from hotswap.adapters.hub_cache import HubCache
 from hotswap.adapters.pulls import HubPuller
-from hotswap.adapters.service import AdapterService, HubOptions
+from hotswap.adapters.service import AdapterService
 from hotswap.adapters.sources.hub import HubRef
 from hotswap.adapters.store import Store
 from hotswap.adapters.store import store as store_module
-from huggingface_hub import file_download
-from support.fake_hub import FakeHub, serving
-from support.fakes import LIMITS, TINY_SPEC, make_adapter_dir, service_options, tar_gz
+from support import small_disk
+from support.fake_hub import FakeHub
+from support.fakes import LIMITS, TINY_SPEC, make_adapter_dir, tar_gz
+from support.small_disk import ALL_MODULES, NAME, PAGE, REPO, fill, free, free_bytes
 
-PAGE = 4096
-DISK_BYTES = 512 * 1024
-REPO = "org/big"
-NAME = "org--big"
-ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-# --- a small real disk -------------------------------------------------------------------
+# --- the service on a small real disk ----------------------------------------------------
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of DISK_BYTES at ``tmp_path/disk``, unmounted afterwards."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs",
-                           str(mnt)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:  # a test of disk-full handling that can not fill a disk fails
-        pytest.fail(f"can not mount a tmpfs (these tests need root): {done.stderr.strip()}")
-    try:
+    with small_disk.mounted(tmp_path / "disk") as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], check=False).returncode != 0:
-            # Busy: something still holds a file there. Detach it anyway (no mount may
-            # outlive the test), and fail: that file is a leak of its own.
-            subprocess.run(["umount", "--lazy", str(mnt)], check=True)
-            pytest.fail(f"{mnt} was still in use at teardown (a file left open)")
-
-
-def free_bytes(disk: Path) -> int:
-    st = os.statvfs(disk)
-    return st.f_bavail * st.f_frsize
-
-
-def fill(disk: Path, leave: int = 0) -> None:
-    """Take every free byte of ``disk`` but ``leave`` (whole pages) with ``disk/filler``."""
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        chunk = b"\xff" * (1 << 16)
-        while True:
-            try:
-                os.write(fd, chunk)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                break
-        size = os.fstat(fd).st_size
-        os.ftruncate(fd, max(0, size - -(-leave // PAGE) * PAGE))
-    finally:
-        os.close(fd)
-    assert free_bytes(disk) <= -(-leave // PAGE) * PAGE
-
-
-def free(disk: Path) -> None:
-    (disk / "filler").unlink(missing_ok=True)
-
-
-# --- the service on it -------------------------------------------------------------------
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[FakeHub]:
-    fake = FakeHub()
-    fake.add(REPO, make_adapter_dir(tmp_path / "hub-src", "big", rank=8, modules=ALL_MODULES,
-                                    seed=21))
-    with serving(fake):
+    with small_disk.big_hub(tmp_path / "hub-src", seed=21) as fake:
         yield fake
 
 
 @pytest.fixture
 async def service(disk: Path, hub: FakeHub) -> AsyncIterator[AdapterService]:
-    options = replace(service_options(disk), hub=HubOptions(allow=("org",), endpoint=hub.url))
-    svc = await AdapterService.open(options)
+    svc = await AdapterService.open(small_disk.options_on(disk, hub))
     yield svc
 
 
 @pytest.fixture
 def big(tmp_path: Path) -> bytes:
-    """An 80 KiB archive (random weights hardly compress) of a 90 KiB adapter."""
-    return tar_gz(make_adapter_dir(tmp_path / "src", "big", rank=8, modules=ALL_MODULES,
-                                   seed=22))
+    return small_disk.big_archive(tmp_path / "src", seed=22)
 
 
 async def body(data: bytes) -> AsyncIterator[bytes]:
@@ -283,9 +225,7 @@ async def test_disk_filling_right_after_publish_still_records_the_pull(
 
 @pytest.fixture
 def no_resume_pause(monkeypatch: pytest.MonkeyPatch) -> None:
-    """huggingface_hub sleeps 1 s before each of its 5 attempts to resume a broken
-    download; the attempts still run (the fake hub cuts each one), without the pauses."""
-    monkeypatch.setattr(file_download, "time", SimpleNamespace(sleep=lambda _s: None))
+    small_disk.skip_resume_pauses(monkeypatch)
 
 
 async def test_download_cut_mid_file_is_hub_unavailable_and_stores_nothing(

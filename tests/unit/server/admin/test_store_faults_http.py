@@ -12,78 +12,34 @@ step each fault hits, are tests/unit/adapters/test_store_faults.py.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
-from hotswap.adapters.service import HubOptions
 from hotswap.adapters.store import Store
 from hotswap.server.engine.fake import FakeEngine
-from huggingface_hub import file_download
+from support import small_disk
 from support.app import in_process, make_app
-from support.fake_hub import FakeHub, serving
-from support.fakes import make_adapter_dir, service_options, tar_gz
+from support.fake_hub import FakeHub
+from support.fakes import make_adapter_dir
 from support.http import assert_openai_error
+from support.small_disk import NAME, PAGE, REPO, fill, free
 
-PAGE = 4096
-DISK_BYTES = 512 * 1024
-REPO = "org/big"
-NAME = "org--big"
-ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ARCHIVE = {"Content-Type": "application/octet-stream"}
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of DISK_BYTES at ``tmp_path/disk``, unmounted afterwards."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs",
-                           str(mnt)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:  # a test of disk-full handling that can not fill a disk fails
-        pytest.fail(f"can not mount a tmpfs (these tests need root): {done.stderr.strip()}")
-    try:
+    with small_disk.mounted(tmp_path / "disk") as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], check=False).returncode != 0:
-            # Busy: something still holds a file there. Detach it anyway (no mount may
-            # outlive the test), and fail: that file is a leak of its own.
-            subprocess.run(["umount", "--lazy", str(mnt)], check=True)
-            pytest.fail(f"{mnt} was still in use at teardown (a file left open)")
-
-
-def fill(disk: Path, leave_pages: int = 0) -> None:
-    """Take every free byte of ``disk`` but ``leave_pages`` pages with ``disk/filler``."""
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        while True:
-            try:
-                os.write(fd, b"\xff" * (1 << 16))
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                break
-        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave_pages * PAGE))
-    finally:
-        os.close(fd)
-
-
-def free(disk: Path) -> None:
-    (disk / "filler").unlink()
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[FakeHub]:
-    fake = FakeHub()
-    fake.add(REPO, make_adapter_dir(tmp_path / "hub-src", "big", rank=8, modules=ALL_MODULES,
-                                    seed=31))
-    with serving(fake):
+    with small_disk.big_hub(tmp_path / "hub-src", seed=31) as fake:
         yield fake
 
 
@@ -125,7 +81,7 @@ class Server:
 @pytest.fixture
 async def server(disk: Path, tmp_path: Path, hub: FakeHub) -> AsyncIterator[Server]:
     engine = FakeEngine()
-    options = replace(service_options(disk), hub=HubOptions(allow=("org",), endpoint=hub.url))
+    options = small_disk.options_on(disk, hub)
     other = make_adapter_dir(tmp_path / "src", "other", seed=32)
     app = make_app(disk, engine, options=options, adapters=[("other", other)])
     async with in_process(app) as client:
@@ -134,15 +90,13 @@ async def server(disk: Path, tmp_path: Path, hub: FakeHub) -> AsyncIterator[Serv
 
 @pytest.fixture
 def big(tmp_path: Path) -> bytes:
-    """An 80 KiB archive (random weights hardly compress) of a 90 KiB adapter."""
-    return tar_gz(make_adapter_dir(tmp_path / "src", "big", rank=8, modules=ALL_MODULES,
-                                   seed=33))
+    return small_disk.big_archive(tmp_path / "src", seed=33)
 
 
 @pytest.mark.parametrize("leave_pages", [0, 24])  # none; room for the archive, not its files
 async def test_upload_to_a_full_disk_is_507_and_others_keep_serving(
         server: Server, disk: Path, big: bytes, leave_pages: int) -> None:
-    fill(disk, leave_pages)
+    fill(disk, leave=leave_pages * PAGE)
     resp = await server.upload("big", big)
     assert_openai_error(resp, 507, "insufficient_storage")
     error = resp.json()["error"]
@@ -160,7 +114,7 @@ async def test_upload_to_a_full_disk_is_507_and_others_keep_serving(
 
 async def test_pull_to_a_full_disk_is_507_streaming_or_not(server: Server,
                                                            disk: Path) -> None:
-    fill(disk, leave_pages=8)  # the config fits, the weights do not
+    fill(disk, leave=8 * PAGE)  # the config fits, the weights do not
     assert_openai_error(await server.pull(), 507, "insufficient_storage")
     await server.assert_only_other_serves()
     streamed = await server.pull(stream=True)
@@ -179,9 +133,7 @@ async def test_pull_to_a_full_disk_is_507_streaming_or_not(server: Server,
 
 @pytest.fixture
 def no_resume_pause(monkeypatch: pytest.MonkeyPatch) -> None:
-    """huggingface_hub sleeps 1 s before each of its 5 attempts to resume a broken
-    download; the attempts still run (the fake hub cuts each one), without the pauses."""
-    monkeypatch.setattr(file_download, "time", SimpleNamespace(sleep=lambda _s: None))
+    small_disk.skip_resume_pauses(monkeypatch)
 
 
 async def test_download_cut_mid_file_is_502_and_others_keep_serving(
