@@ -21,6 +21,8 @@ MAX_STOP_CHARS = 256
 MAX_LOGPROBS = 20
 #: Messages in one chat request: OpenAI's own bound.
 MAX_MESSAGES = 2048
+#: Prompts in one completions request, whatever --max-prompts says (its highest value).
+MAX_PROMPTS = 4096
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class LimitSettings(BaseSettings):
         json_schema_extra={"metavar": "SECONDS"},
     )
     max_prompts: int = Field(
-        default=64, ge=1, le=4096,
+        default=64, ge=1, le=MAX_PROMPTS,
         description="Prompts in one completions request (a batch); more get 400.",
     )
     max_prompt_tokens: int = Field(

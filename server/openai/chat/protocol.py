@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+from pydantic_core import PydanticCustomError
 
 from ...limits import MAX_LOGPROBS, MAX_MESSAGES
 from ..protocol import ResponseHead, SamplingFields, TopLogprob, Usage
@@ -18,6 +26,13 @@ class TextPart(BaseModel):
 class OtherPart(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str
+
+
+def _few_enough(value: Any) -> Any:
+    if isinstance(value, list) and len(value) > MAX_MESSAGES:
+        raise PydanticCustomError("too_long", "at most {n} messages in one request",
+                                  {"n": MAX_MESSAGES})
+    return value
 
 
 class ChatMessage(BaseModel):
@@ -34,7 +49,9 @@ class ResponseFormat(BaseModel):
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    # Counted before the messages are validated one by one (that costs ~2 us each).
+    messages: Annotated[list[ChatMessage], BeforeValidator(_few_enough),
+                        Field(min_length=1, max_length=MAX_MESSAGES)]
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)

@@ -80,6 +80,8 @@ async def test_a_body_that_stops_arriving_is_408(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("fields", "param", "words"), [
     ({"prompt": ["a", "b", "c", "d", "e"]}, "prompt", "at most 4 (--max-prompts)"),
     ({"prompt": [[1, 2], [3], [4], [5], [6]]}, "prompt", "at most 4 (--max-prompts)"),
+    ({"prompt": [[7]] * 5000}, "prompt", "at most 4096 prompts"),  # before any item
+    ({"prompt": [True, 2]}, "prompt", "prompt must be a string"),
     ({"prompt": ["a", "b", "c"], "n": 3}, "n", "at most 6 (--max-choices)"),
     ({"prompt": ["x" * 150, "y" * 150]}, "prompt", "at most 200 per request"),
     ({"stop": "s" * 257}, "stop", "at most 256 characters"),
