@@ -19,7 +19,7 @@ from support.app import in_process, make_app, on_socket
 from support.fakes import make_adapter_dir, tar_gz
 from support.http import assert_openai_error
 
-LIMITS = RequestLimits(max_body_bytes=4096, body_idle_timeout_s=0.5, max_prompts=4,
+LIMITS = RequestLimits(max_body_bytes=32768, body_idle_timeout_s=0.5, max_prompts=4,
                        max_prompt_tokens=200, max_choices=6, default_max_tokens=7,
                        max_in_flight=8)
 
@@ -35,13 +35,13 @@ def completion(**fields: Any) -> dict[str, Any]:
 
 
 async def test_body_over_the_cap_is_413_before_parsing(client: httpx.AsyncClient) -> None:
-    big = completion(prompt="x" * 5000)
+    big = completion(prompt="x" * 40_000)
     assert_openai_error(await client.post("/v1/completions", json=big), 413,
                         "request_too_large")
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
         yield b'{"model": "fake-base", "prompt": "'
-        for _ in range(10):
+        for _ in range(40):
             yield b"x" * 1000
         yield b'"}'
 
@@ -49,19 +49,20 @@ async def test_body_over_the_cap_is_413_before_parsing(client: httpx.AsyncClient
                              headers={"content-type": "application/json"})
     assert_openai_error(resp, 413, "request_too_large")
     # Every route, not only inference: the admin JSON routes too.
-    resp = await client.put("/v1/adapters/a/tags/b", json={"version": "x" * 5000})
+    resp = await client.put("/v1/adapters/a/tags/b", json={"version": "x" * 40_000})
     assert_openai_error(resp, 413, "request_too_large")
     # Under the cap, the same route works.
     ok = await client.post("/v1/completions", json=completion(prompt="x" * 100))
     assert ok.status_code == 200, ok.text
 
 
-async def test_upload_is_not_capped_by_the_json_body_limit(client: httpx.AsyncClient,
-                                                           tmp_path: Path) -> None:
+async def test_upload_is_not_capped_by_the_json_body_limit(tmp_path: Path) -> None:
     archive = tar_gz(make_adapter_dir(tmp_path, "big"))
-    assert len(archive) > LIMITS.max_body_bytes
-    resp = await client.post("/v1/adapters", params={"name": "big"}, content=archive,
-                             headers={"content-type": "application/gzip"})
+    limits = RequestLimits(max_body_bytes=4096)
+    assert len(archive) > limits.max_body_bytes
+    async with in_process(make_app(tmp_path, limits=limits)) as client:
+        resp = await client.post("/v1/adapters", params={"name": "big"}, content=archive,
+                                 headers={"content-type": "application/gzip"})
     assert resp.status_code == 201, resp.text
 
 
@@ -98,12 +99,14 @@ async def test_work_per_request_is_bounded(client: httpx.AsyncClient, fields: di
     assert words in error["message"], error
 
 
-async def test_chat_messages_are_bounded(client: httpx.AsyncClient) -> None:
+async def test_chat_messages_are_bounded(tmp_path: Path) -> None:
     messages = [{"role": "user", "content": "a"}] * 2049
-    resp = await client.post("/v1/chat/completions",
-                             json={"model": "fake-base", "messages": messages})
-    # Over OpenAI's 2048 messages: 400 (or 413 first, the body being over 4 KiB here).
-    assert resp.status_code in (400, 413)
+    async with in_process(make_app(tmp_path)) as client:  # default limits: a 1 MiB body
+        resp = await client.post("/v1/chat/completions",
+                                 json={"model": "fake-base", "messages": messages})
+    # Over OpenAI's 2048 messages: 400, counted before the messages are validated.
+    assert_openai_error(resp, 400)
+    assert "at most 2048 messages" in resp.json()["error"]["message"]
 
 
 async def test_default_max_tokens(tmp_path: Path, client: httpx.AsyncClient) -> None:
