@@ -248,8 +248,14 @@ def _qualname(cls: type) -> str:
 def _lora_request(adapter: AdapterSpec | None) -> LoRARequest | None:
     if adapter is None:
         return None
+    # vLLM compares and hashes LoRARequests by lora_name alone and gathers a batch's
+    # adapters in a set: two versions of one name (``x`` and ``x:stable``) in one batch
+    # collapsed into one entry, the other id never got a slot, and the engine died
+    # (KeyError in convert_mapping). One name per engine id (= per version) keeps them
+    # apart, and one version under two names one entry.
     return LoRARequest(
-        lora_name=adapter.name, lora_int_id=adapter.engine_id, lora_path=str(adapter.path)
+        lora_name=f"hotswap-{adapter.engine_id}", lora_int_id=adapter.engine_id,
+        lora_path=str(adapter.path),
     )
 
 

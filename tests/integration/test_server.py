@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from support.metrics import metric, wait_for
 from support.server import ServerInfo
 from transformers import AutoTokenizer
 
@@ -118,30 +117,9 @@ def test_context_too_long_is_400(server: ServerInfo) -> None:
     assert err.value.code == "context_length_exceeded"
 
 
-def _metric(server: ServerInfo, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in httpx.get(f"{server.url}/metrics", headers=server.headers).text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        series, value = line.rsplit(" ", 1)
-        if all(f'{k}="{v}"' in series for k, v in labels.items()):
-            total += float(value)
-    return total
-
-
-def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
 def test_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
     def aborted() -> float:
-        return _metric(server, "hotswap_engine_requests_total", model="lora-a",
+        return metric(server, "hotswap_engine_requests_total", model="lora-a",
                        outcome="aborted")
 
     before = aborted()
@@ -157,9 +135,9 @@ def test_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
                 break
     # 1,500 tokens take far longer than this on 2 CPU cores: only an abort ends the
     # request this fast, and vLLM's own gauge shows the engine idle again.
-    assert _wait_for(lambda: _metric(server, "vllm:num_requests_running") == 0, 10)
+    assert wait_for(lambda: metric(server, "vllm:num_requests_running") == 0, 10)
     assert aborted() == before + 1
-    assert _metric(server, "hotswap_engine_requests_in_flight", model="lora-a") == 0
+    assert metric(server, "hotswap_engine_requests_in_flight", model="lora-a") == 0
 
 
 async def test_concurrent_requests_all_complete(server: ServerInfo) -> None:

@@ -1,0 +1,107 @@
+"""The real server under hostile and unlucky requests: heavy requests never stall the
+others (``/health`` keeps answering within 100 ms), and a client that goes away aborts
+its engine request, streaming or not (vLLM's own gauge shows the engine idle)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from support.metrics import metric, wait_for
+from support.server import ServerInfo
+
+pytestmark = pytest.mark.engine
+
+#: What /health may take while heavy requests run (the issue's bound).
+HEALTH_BOUND_S = 0.1
+
+
+def _refusal_of_64_mib_body(server: ServerInfo) -> int:
+    """A 64 MiB chat body, announced and never sent: refused from its Content-Length."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + (server.api_key or "").encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 67108864\r\n\r\n{")
+        head = sock.recv(4096).split(b"\r\n", 1)[0]
+    return int(head.split()[1])
+
+
+def _heavy_requests(server: ServerInfo) -> list[Callable[[], int]]:
+    def post(path: str, body: dict[str, Any]) -> Callable[[], int]:
+        def send() -> int:
+            return httpx.post(f"{server.url}{path}", json=body, headers=server.headers,
+                              timeout=120).status_code
+        return send
+
+    base = server.base_name
+    return [
+        lambda: _refusal_of_64_mib_body(server),
+        # 100,000 one-token prompts: refused by --max-prompts once parsed.
+        post("/v1/completions", {"model": base, "prompt": [[7]] * 100_000}),
+        # 64 prompts of 2,000 token ids: over --max-prompt-tokens.
+        post("/v1/completions", {"model": base, "prompt": [[7] * 2000] * 64,
+                                 "max_tokens": 1}),
+        # ~900 kB of chat text: tokenized (off the loop), then over the context.
+        post("/v1/chat/completions", {"model": base, "messages": [
+            {"role": "user", "content": "lorem ipsum dolor " * 50_000}]}),
+    ]
+
+
+def test_health_answers_fast_while_heavy_requests_run(server: ServerInfo) -> None:
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            client.get("/health")  # connection up before the clock starts
+            while not done.is_set():
+                start = time.perf_counter()
+                assert client.get("/health").status_code == 200
+                latencies.append(time.perf_counter() - start)
+                time.sleep(0.01)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    took = []
+    try:
+        assert wait_for(lambda: len(latencies) >= 3, 10)
+        for request in _heavy_requests(server):
+            start = time.perf_counter()
+            status = request()
+            took.append(round(time.perf_counter() - start, 2))
+            assert status in (400, 413), status
+    finally:
+        done.set()
+        prober.join()
+    slowest = max(latencies)
+    assert slowest < HEALTH_BOUND_S, (f"/health took {slowest * 1000:.0f} ms (heavy requests "
+                                      f"took {took} s)")
+    assert sum(took) > 20 * 0.01, "too quick to have tested anything"
+    # ... and the base model answers as usual right after.
+    answer = httpx.post(f"{server.url}/v1/completions", headers=server.headers, timeout=60,
+                        json={"model": server.base_name, "prompt": "Hi", "max_tokens": 4})
+    assert answer.status_code == 200, answer.text
+
+
+def test_nonstreaming_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
+    def aborted() -> float:
+        return metric(server, "hotswap_engine_requests_total", model="lora-b",
+                      outcome="aborted")
+
+    before = aborted()
+    body = {"model": "lora-b", "prompt": "Tell me a long story.", "max_tokens": 1500,
+            "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        # Gives up after 2 s and closes the connection, long before 1,500 tokens.
+        httpx.post(f"{server.url}/v1/completions", json=body, headers=server.headers,
+                   timeout=httpx.Timeout(2.0))
+    assert wait_for(lambda: aborted() == before + 1, 10), "the engine request ran on"
+    assert wait_for(lambda: metric(server, "vllm:num_requests_running") == 0, 10)
+    assert metric(server, "hotswap_engine_requests_in_flight", model="lora-b") == 0
