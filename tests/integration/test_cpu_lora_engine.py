@@ -4,7 +4,9 @@ The engine runs in its own process (vLLM's default), so the CPU LoRA fix is in e
 only through the ``vllm.general_plugins`` entry point, the way a deployment gets it.
 All four adapter slots are filled before any test runs: with the stock ops a request
 without an adapter then picks up the last slot's adapter, so every base request below
-would differ from PEFT's base output if the plugin were not active.
+would differ from PEFT's base output if the plugin were not active. There are six
+adapters for the four slots, so that one case also makes the engine evict adapters and
+write others into their slots mid-run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ ADAPTERS: dict[str, dict[str, Any]] = {
     "c": {"rank": 4, "target_modules": ["o_proj", "up_proj", "down_proj"], "seed": 13},
     "d": {"rank": 16, "target_modules": ALL_MODULES, "seed": 14, "alpha": 32, "weight_std": 0.04},
 }
+MAX_LORAS = 4
+# Two more than the engine has slots, for "slot_turnover" only (PEFT references are made
+# just for the prompts they are used with: each takes seconds).
+EXTRA_ADAPTERS: dict[str, dict[str, Any]] = {
+    "e": {"rank": 8, "target_modules": ["q_proj", "v_proj", "gate_proj"], "seed": 15},
+    "f": {"rank": 4, "target_modules": ALL_MODULES, "seed": 16, "weight_std": 0.08},
+}
 QUESTIONS = [
     "What is the capital of France?",
     "Write a haiku about rain.",
@@ -48,6 +57,12 @@ CASES: dict[str, list[Key]] = {
     "first_only": [("b", 0), (None, 1), (None, 2), (None, 3)],
     "all_slots": [("a", 3), ("b", 2), (None, 4), ("c", 1), ("d", 0)],
     "chunked": [("a", 5), (None, 0), ("d", 1), (None, 5)],
+    # No base request, so every row of every step has an adapter, several at once.
+    "adapters_only": [("a", 1), ("b", 2), ("d", 0), ("a", 4)],
+    # Six adapters for four slots, no base request: the scheduler admits at most four
+    # adapters per step, so the first steps run eight requests of a, e, b and f; c and d
+    # wait until those finish, then are written into slots that held other adapters.
+    "slot_turnover": [(name, i % 5) for i, name in enumerate("aebfcdaebfcd")],
 }
 
 
@@ -80,7 +95,7 @@ def adapter_dirs(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("cpu-lora-adapters")
     return {
         name: make_lora_adapter(base_model_dir, root / name, **spec)
-        for name, spec in ADAPTERS.items()
+        for name, spec in {**ADAPTERS, **EXTRA_ADAPTERS}.items()
     }
 
 
@@ -96,7 +111,7 @@ def reference(
     keys |= {(None, i) for i in range(len(QUESTIONS))}
     keys |= {(name, i) for name in ADAPTERS for i in range(len(QUESTIONS))}
     out: dict[Key, list[int]] = {}
-    for adapter in [None, *ADAPTERS]:
+    for adapter in [None, *ADAPTERS, *EXTRA_ADAPTERS]:
         indices = sorted(i for name, i in keys if name == adapter)
         adapter_dir = adapter_dirs[adapter] if adapter else None
         outputs = peft_greedy(
@@ -117,7 +132,7 @@ def llm(
     engine = LLM(
         model=str(base_model_dir),
         enable_lora=True,
-        max_loras=4,
+        max_loras=MAX_LORAS,
         max_lora_rank=16,
         dtype="float32",
         gpu_memory_utilization=0.1,
@@ -133,7 +148,8 @@ def llm(
     # Fill all four adapter slots (the LRU manager activates on add) so that the stock
     # ops' -1 -> last-slot bug would show on every base request.
     for int_id, (name, path) in enumerate(adapter_dirs.items(), start=1):
-        assert engine.llm_engine.add_lora(LoRARequest(name, int_id, str(path)))
+        if name in ADAPTERS:
+            assert engine.llm_engine.add_lora(LoRARequest(name, int_id, str(path)))
     yield engine
     engine.llm_engine.engine_core.shutdown()
 
@@ -186,3 +202,14 @@ def test_batch_matches_peft(
     expected = [reference[key] for key in CASES[case]]
     for key, got_ids, want_ids in zip(CASES[case], got, expected, strict=True):
         assert got_ids == want_ids, f"{case}: request {key} differs from PEFT"
+
+
+def test_slot_turnover_uses_more_adapters_than_slots(reference: dict[Key, list[int]]) -> None:
+    """The case must keep using more adapters than slots, and the extra adapters must
+    change their answers (else one served with the wrong weights could still pass)."""
+    names = {name for name, _ in CASES["slot_turnover"]}
+    assert None not in names
+    assert len(names) > MAX_LORAS
+    for name, i in CASES["slot_turnover"]:
+        if name in EXTRA_ADAPTERS:
+            assert reference[(name, i)] != reference[(None, i)], f"{name} is a no-op on {i}"

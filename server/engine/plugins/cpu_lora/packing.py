@@ -137,8 +137,13 @@ class _StepRows:
         return self._groups
 
     def needs_mask(self, slots: tuple[int, ...]) -> bool:
-        """False when every row uses the single slot given: the mask would be all ones."""
-        return not (self.covered and slots == self.present)
+        """False only when every row uses the one slot given: the mask would be all ones.
+
+        With two or more slots every row must be masked to its own adapter's columns,
+        even when no row is without an adapter: unmasked, each row would get the sum of
+        all the packed adapters.
+        """
+        return not (self.covered and len(slots) == 1 and slots == self.present)
 
     def onehot(self, slots: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """``[rows, len(slots)]``: 1 where the row's adapter is that slot."""

@@ -308,7 +308,7 @@ def _add_expand(
     pack = state.pack((), lora_b_stacked, rows.present, max_rank=x[0].shape[-1])
     if pack is None:
         return
-    masked = len(pack.slots) > 1 or rows.needs_mask(pack.slots)
+    masked = rows.needs_mask(pack.slots)
     offset = offset_start
     for slice_idx, size in enumerate(output_slices):
         b = pack.b_block(slice_idx)

@@ -378,6 +378,9 @@ PACKED_CASES: dict[str, tuple[list[int], list[int], set[tuple[int, int]]]] = {
     "dead_slices": ([1, 1, 0, 2, -1, 2, 0, 1], [4, 8, 3, 6], {(1, 0), (2, 1), (2, 2)}),
     "dead_slot_only": ([2, 2, -1, 2], [4, 8, 3, 6], {(2, 0), (2, 1), (2, 2)}),
     "one_slot_covered": ([3, 3, 3, 3, 3], [4, 8, 3, 6], set()),
+    # Every row has an adapter but not the same one: still masked per row.
+    "two_slots_covered": ([0, 1, 1, 0, 1], [4, 8, 3, 6], set()),
+    "all_slots_covered": ([3, 0, 2, 1, 1, 3], [8, 2, 5, 1], {(2, 1)}),
     "empty_slot_used": ([0, 1, -1], [0, 8, 3, 6], set()),
 }
 
