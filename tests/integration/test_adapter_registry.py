@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -264,3 +265,31 @@ def test_delete_lets_running_request_finish(
     assert streamed == expected  # every token, computed with the adapter's weights
     with pytest.raises(openai.NotFoundError):
         greedy_ids(server, "doomed", prompt_ids)
+
+
+def test_two_versions_of_one_name_share_a_batch(
+        server: ServerInfo, prompt_ids: list[int]) -> None:
+    """``twin`` (latest) and ``twin:stable`` are two versions in flight together; the
+    stable one is also the session's ``lora-a`` under another name. vLLM told them apart
+    by name only: the engine died (found by the soak)."""
+    want_a = greedy_ids(server, "lora-a", prompt_ids)
+    want_b = greedy_ids(server, "lora-b", prompt_ids)
+    assert want_a != want_b
+    first = adapterctl(server, "upload", str(server.adapters["lora-a"]), "--name", "twin")
+    assert first.returncode == 0, first.stderr
+    try:
+        v1 = first.stdout.split("-> ")[1].split()[0]
+        assert adapterctl(server, "tag", "twin", "stable", "--version", v1).returncode == 0
+        second = adapterctl(server, "upload", str(server.adapters["lora-b"]), "--name", "twin")
+        assert second.returncode == 0, second.stderr
+        models = ["twin", "twin:stable", "lora-a", "twin"] * 3
+        with ThreadPoolExecutor(len(models)) as pool:
+            got = list(pool.map(lambda m: greedy_ids(server, m, prompt_ids), models))
+        want = {"twin": want_b, "twin:stable": want_a, "lora-a": want_a}
+        solo = {"lora-a": want_a, "lora-b": want_b,
+                "base": greedy_ids(server, server.base_name, prompt_ids)}
+        seen = [next((k for k, v in solo.items() if v == g), str(g)) for g in got]
+        assert got == [want[m] for m in models], list(zip(models, seen, strict=True))
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    finally:
+        assert adapterctl(server, "delete", "twin").returncode == 0
