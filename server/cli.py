@@ -75,7 +75,7 @@ def serve(settings: Settings) -> None:
     from .app import create_app
     from .base_model import read_base_spec, weights_bytes
     from .engine.vllm import VllmEngine, VllmOptions
-    from .lifecycle import HotswapServer
+    from .lifecycle import HotswapServer, freeze_startup_heap
 
     options = VllmOptions(
         model=model_ref,
@@ -91,7 +91,9 @@ def serve(settings: Settings) -> None:
     async def start_engine() -> VllmEngine:
         # The engine's start blocks for tens of seconds; keep the event loop free so
         # /health answers meanwhile.
-        return await asyncio.to_thread(VllmEngine.start, options)
+        engine = await asyncio.to_thread(VllmEngine.start, options)
+        freeze_startup_heap()
+        return engine
 
     service = ServiceOptions(
         store_dir=settings.store_dir,

@@ -17,6 +17,7 @@ from .interface import (
     ChoiceDelta,
     EngineError,
     GenerationStep,
+    PromptTooLong,
     Residency,
     SamplingSpec,
     TokenLogprob,
@@ -28,17 +29,21 @@ EOS = "\x00"
 class CharTokenizer:
     vocab_size = 0x110000
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, *, limit: int | None = None) -> list[int]:
+        if limit is not None and len(text) > limit:
+            raise PromptTooLong(len(text))
         return [ord(c) for c in text]
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(t) for t in token_ids)
 
     def apply_chat_template(
-        self, messages: list[dict[str, str]], *, add_generation_prompt: bool
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool,
+        limit: int | None = None,
     ) -> list[int]:
         text = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
-        return self.encode(text + ("<assistant>" if add_generation_prompt else ""))
+        return self.encode(text + ("<assistant>" if add_generation_prompt else ""),
+                           limit=limit)
 
 
 class FakeEngine:

@@ -78,10 +78,21 @@ class GenerationStep:
     finished: bool = False
 
 
-class Tokenizer(Protocol):
-    """The model's tokenizer, as the protocol layer needs it."""
+class PromptTooLong(ValueError):
+    """A text holds more than the tokens it may: found without tokenizing all of it."""
 
-    def encode(self, text: str) -> list[int]: ...
+    def __init__(self, at_least: int) -> None:
+        super().__init__(f"at least {at_least} tokens")
+        #: A lower bound of the text's token count, above the limit.
+        self.at_least = at_least
+
+
+class Tokenizer(Protocol):
+    """The model's tokenizer, as the protocol layer needs it. With a ``limit``, ``encode``
+    and ``apply_chat_template`` raise ``PromptTooLong`` for a text over ``limit`` tokens,
+    at a cost bounded by the limit rather than by the text."""
+
+    def encode(self, text: str, *, limit: int | None = None) -> list[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
@@ -89,7 +100,8 @@ class Tokenizer(Protocol):
     def vocab_size(self) -> int: ...
 
     def apply_chat_template(
-        self, messages: list[dict[str, str]], *, add_generation_prompt: bool
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool,
+        limit: int | None = None,
     ) -> list[int]: ...
 
 

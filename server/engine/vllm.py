@@ -30,6 +30,7 @@ from .interface import (
     EngineRequestError,
     FinishReason,
     GenerationStep,
+    PromptTooLong,
     Residency,
     SamplingSpec,
     TokenLogprob,
@@ -62,14 +63,41 @@ class VllmOptions:
     max_num_batched_tokens: int | None = None
 
 
+#: Characters counted at a time when a long text may be over its token limit.
+COUNT_CHUNK_CHARS = 32_768
+#: Tokens a cut between two chunks may add to the count: a word, or a special token
+#: written out (``<|im_start|>``), cut in two tokenizes as more pieces.
+CUT_SLACK_TOKENS = 16
+
+
 class HfTokenizer:
     """Adapts the engine's Hugging Face tokenizer to the ``Tokenizer`` protocol."""
 
     def __init__(self, tokenizer: Any) -> None:
         self._tok = tokenizer
 
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=True))
+    def encode(self, text: str, *, limit: int | None = None) -> list[int]:
+        return self._encode(text, special=True, limit=limit)
+
+    def _encode(self, text: str, *, special: bool, limit: int | None) -> list[int]:
+        if limit is not None and len(text) > COUNT_CHUNK_CHARS:
+            self._refuse_if_over(text, limit)
+        return list(self._tok.encode(text, add_special_tokens=special))
+
+    def _refuse_if_over(self, text: str, limit: int) -> None:
+        """Raise ``PromptTooLong`` if ``text`` holds over ``limit`` tokens, counted chunk
+        by chunk and stopping once over. Why not tokenize it whole: the tokenizer's
+        result for a text of 350,000 tokens takes 40-80 ms to free, with the GIL held,
+        so the event loop stalls that long (measured; the tokenizing itself lets the
+        GIL go). Chunks keep each result small, and a text far over the limit is refused
+        after its first few chunks."""
+        counted = 0
+        for cuts, start in enumerate(range(0, len(text), COUNT_CHUNK_CHARS)):
+            piece = text[start:start + COUNT_CHUNK_CHARS]
+            counted += len(self._tok.encode(piece, add_special_tokens=False))
+            at_least = counted - cuts * CUT_SLACK_TOKENS
+            if at_least > limit:
+                raise PromptTooLong(at_least)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(token_ids), skip_special_tokens=True))
@@ -79,14 +107,15 @@ class HfTokenizer:
         return len(self._tok)
 
     def apply_chat_template(
-        self, messages: list[dict[str, str]], *, add_generation_prompt: bool
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool,
+        limit: int | None = None,
     ) -> list[int]:
         text = self._tok.apply_chat_template(
             messages, add_generation_prompt=add_generation_prompt, tokenize=False
         )
         # The template already holds any BOS it wants; adding special tokens
         # again would double it.
-        return list(self._tok.encode(text, add_special_tokens=False))
+        return self._encode(text, special=False, limit=limit)
 
 
 class VllmEngine:

@@ -45,7 +45,7 @@ from ..limits import RequestLimits
 from ..serving.table import Lease
 from .accumulate import Accumulator, ChoiceState
 from .generate import Output, PromptTokens, generate
-from .prompts import Prompt
+from .prompts import Prompt, TokenBudget
 from .protocol import SamplingFields, Usage
 from .sampling import sampling_spec
 from .streaming import SSEResponse, primed, sse_events
@@ -85,9 +85,10 @@ class Endpoint(ABC, Generic[R]):
         """How many prompts the request holds, from its shape (before tokenizing)."""
 
     @abstractmethod
-    def prompts(self, req: R, tokenizer: Tokenizer) -> list[Prompt]:
-        """The engine's input: token ids, checked against the vocabulary. Runs in a
-        worker thread (tokenizing a long prompt takes milliseconds)."""
+    def prompts(self, req: R, tokenizer: Tokenizer, budget: TokenBudget) -> list[Prompt]:
+        """The engine's input: token ids, checked against the vocabulary and refused
+        (``budget``) at a cost bounded by the budget, not by the text. Runs in a worker
+        thread (tokenizing a long prompt takes milliseconds)."""
 
     @abstractmethod
     def max_tokens(self, req: R) -> int | None: ...
@@ -132,8 +133,10 @@ class Pipeline:
         streaming = False
         try:
             tokenizer = self._engine.tokenizer
+            budget = TokenBudget(limits.max_prompt_tokens, self._engine.max_model_len,
+                                 endpoint.prompt_param)
             prompts = await anyio.to_thread.run_sync(
-                endpoint.prompts, req, tokenizer, limiter=self._state.tokenizing)
+                endpoint.prompts, req, tokenizer, budget, limiter=self._state.tokenizing)
             total = sum(len(p.token_ids) for p in prompts)
             if total > limits.max_prompt_tokens:
                 raise InvalidRequest(

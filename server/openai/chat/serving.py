@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...engine.interface import Tokenizer, TokenLogprob
+from ...engine.interface import PromptTooLong, Tokenizer, TokenLogprob
 from ...errors import InvalidRequest, UnsupportedParameter
 from ..accumulate import Accumulator, ChoiceState, finish_reason
 from ..generate import Output
 from ..pipeline import Call, Endpoint
-from ..prompts import Prompt, check_token_ids
+from ..prompts import Prompt, TokenBudget, check_token_ids
 from ..protocol import TopLogprob, Usage
 from .protocol import (
     AssistantMessage,
@@ -47,9 +47,14 @@ class ChatEndpoint(Endpoint[ChatCompletionRequest]):
     def count_prompts(self, req: ChatCompletionRequest) -> int:
         return 1
 
-    def prompts(self, req: ChatCompletionRequest, tokenizer: Tokenizer) -> list[Prompt]:
+    def prompts(self, req: ChatCompletionRequest, tokenizer: Tokenizer, budget: TokenBudget
+                ) -> list[Prompt]:
         messages = [_template_message(m, i) for i, m in enumerate(req.messages)]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        try:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                limit=budget.limit(0))
+        except PromptTooLong as exc:
+            raise budget.refusal(exc, used=0) from None
         check_token_ids(ids, tokenizer.vocab_size, "messages")
         return [Prompt(ids, "")]
 

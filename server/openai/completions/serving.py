@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...engine.interface import Tokenizer, TokenLogprob
+from ...engine.interface import PromptTooLong, Tokenizer, TokenLogprob
 from ...errors import InvalidRequest, UnsupportedParameter
 from ..accumulate import Accumulator, ChoiceState, finish_reason
 from ..generate import Output
 from ..pipeline import Call, Endpoint
-from ..prompts import Prompt, check_token_ids
+from ..prompts import Prompt, TokenBudget, check_token_ids
 from ..protocol import Usage
 from .protocol import (
     CompletionChoice,
@@ -44,7 +44,8 @@ class CompletionsEndpoint(Endpoint[CompletionRequest]):
             return 1
         return max(1, len(raw))
 
-    def prompts(self, req: CompletionRequest, tokenizer: Tokenizer) -> list[Prompt]:
+    def prompts(self, req: CompletionRequest, tokenizer: Tokenizer, budget: TokenBudget
+                ) -> list[Prompt]:
         raw = req.prompt
         if isinstance(raw, str):
             texts: list[str] | None = [raw]
@@ -53,9 +54,16 @@ class CompletionsEndpoint(Endpoint[CompletionRequest]):
         else:
             texts = None
         if texts is not None:
-            prompts = [Prompt(tokenizer.encode(t), t) for t in texts]
-            for p in prompts:
-                check_token_ids(p.token_ids, tokenizer.vocab_size, "prompt")
+            prompts: list[Prompt] = []
+            used = 0
+            for text in texts:
+                try:
+                    ids = tokenizer.encode(text, limit=budget.limit(used))
+                except PromptTooLong as exc:
+                    raise budget.refusal(exc, used=used) from None
+                check_token_ids(ids, tokenizer.vocab_size, "prompt")
+                prompts.append(Prompt(ids, text))
+                used += len(ids)
             return prompts
         if raw and all(isinstance(p, int) for p in raw):
             id_lists = [[int(t) for t in raw]]  # type: ignore[arg-type]
@@ -66,6 +74,7 @@ class CompletionsEndpoint(Endpoint[CompletionRequest]):
                                  param="prompt")
         for ids in id_lists:
             check_token_ids(ids, tokenizer.vocab_size, "prompt")
+        budget.check_ids(id_lists)  # before decoding them: that is the costly part
         return [Prompt(ids, tokenizer.decode(ids)) for ids in id_lists]
 
     def max_tokens(self, req: CompletionRequest) -> int | None:

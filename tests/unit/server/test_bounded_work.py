@@ -84,7 +84,8 @@ async def test_a_body_that_stops_arriving_is_408(tmp_path: Path) -> None:
     ({"prompt": [[7]] * 5000}, "prompt", "at most 4096 prompts"),  # before any item
     ({"prompt": [True, 2]}, "prompt", "prompt must be a string"),
     ({"prompt": ["a", "b", "c"], "n": 3}, "n", "at most 6 (--max-choices)"),
-    ({"prompt": ["x" * 150, "y" * 150]}, "prompt", "at most 200 per request"),
+    ({"prompt": ["x" * 150, "y" * 150]}, "prompt", "at least 300 tokens; at most 200 per"),
+    ({"prompt": [[7] * 150, [8] * 150]}, "prompt", "at least 300 tokens; at most 200 per"),
     ({"stop": "s" * 257}, "stop", "at most 256 characters"),
     ({"stop": [str(i) for i in range(17)]}, "stop", "at most 16 items"),
     ({"logprobs": 21}, "logprobs", "less than or equal to 20"),
@@ -107,6 +108,19 @@ async def test_chat_messages_are_bounded(tmp_path: Path) -> None:
     # Over OpenAI's 2048 messages: 400, counted before the messages are validated.
     assert_openai_error(resp, 400)
     assert "at most 2048 messages" in resp.json()["error"]["message"]
+
+
+async def test_a_prompt_over_the_context_is_refused_as_such(tmp_path: Path) -> None:
+    async with in_process(make_app(tmp_path, FakeEngine(max_model_len=64))) as client:
+        for path, body in [
+            ("/v1/completions", completion(prompt="x" * 100)),
+            ("/v1/completions", completion(prompt=[[7] * 3, [7] * 64])),
+            ("/v1/chat/completions", {"model": "fake-base",
+                                      "messages": [{"role": "user", "content": "x" * 64}]}),
+        ]:
+            resp = await client.post(path, json=body)
+            assert_openai_error(resp, 400, "context_length_exceeded")
+            assert "maximum context length is 64 tokens" in resp.json()["error"]["message"]
 
 
 async def test_default_max_tokens(tmp_path: Path, client: httpx.AsyncClient) -> None:
