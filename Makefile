@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install prepare-model serve test lint bench bench-registry soak clean
+.PHONY: install prepare-model serve test lint bench bench-registry bench-peft-cost soak clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: prepare-model
 
 bench-registry: prepare-model
 	$(BIN)/python bench/registry_scale.py
+
+bench-peft-cost: prepare-model
+	$(BIN)/python bench/peft_engine_cost.py $(ARGS)
 
 soak: prepare-model
 	$(BIN)/python bench/soak.py $(ARGS)

@@ -136,7 +136,8 @@ def _check_locally(path: Path, name: str) -> int | None:
                         f"({exc.code})") from None
         except OSError as exc:
             raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
-    err.print(f"local check passed: {report.peft_type}, rank {report.rank}, "
+    err.print(f"local check passed: {report.peft_type}, "
+              f"{_shape(report.rank, report.num_virtual_tokens)}, "
               f"{len(report.files)} file(s)", highlight=False)
     return int(limits.max_total_bytes)
 
@@ -180,10 +181,18 @@ def pull(
     _report_stored(result)
 
 
+def _shape(rank: int | None, virtual_tokens: int | None) -> str:
+    """A LoRA's rank, or a prompt or prefix adapter's virtual tokens."""
+    if virtual_tokens:
+        return f"{virtual_tokens} virtual tokens"
+    return f"rank {rank}" if rank else ""
+
+
 def _report_stored(result: dict[str, Any]) -> None:
     v = result["version"]
     say(f"stored {result['name']}:{result['tag']} -> {v['digest']} "
-        f"({v['source']}, {v['peft_type']}, rank {v['rank']}, {human(v['size_bytes'])})")
+        f"({v['source']}, {v['peft_type']}, {_shape(v['rank'], v.get('num_virtual_tokens'))}, "
+        f"{human(v['size_bytes'])})")
     for warning in v.get("warnings", []):
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
@@ -198,12 +207,13 @@ def list_adapters(
     if as_json:
         typer.echo(json.dumps(listing, indent=2))
         return
-    table = Table("name", "tags", "type", "rank", "size", "residency")
+    table = Table("name", "tags", "type", "rank / tokens", "size", "residency")
     for a in listing["data"]:
         latest = a.get("latest") or {}
         tags = ", ".join(f"{t}={d[:12]}" for t, d in sorted(a["tags"].items()))
         table.add_row(a["name"], tags, latest.get("peft_type", ""),
-                      str(latest.get("rank") or ""), human(latest.get("size_bytes")),
+                      _shape(latest.get("rank"), latest.get("num_virtual_tokens")),
+                      human(latest.get("size_bytes")),
                       a.get("residency") or "")
     out.print(table)
     count, stored, base = len(listing["data"]), listing["stored_bytes"], \

@@ -74,7 +74,7 @@ def serve(settings: Settings) -> None:
     from ..adapters.service import HubOptions, ServiceOptions
     from .app import create_app
     from .base_model import read_base_spec, weights_bytes
-    from .engine.vllm import VllmEngine, VllmOptions
+    from .engine.vllm import VllmEngine, VllmOptions, served_peft_types
     from .lifecycle import HotswapServer, freeze_startup_heap
 
     options = VllmOptions(
@@ -86,6 +86,8 @@ def serve(settings: Settings) -> None:
         max_loras=settings.max_loras,
         max_cpu_loras=settings.max_cpu_loras,
         max_lora_rank=settings.max_lora_rank,
+        prompt_adapters=settings.prompt_adapters,
+        prefix_adapters=settings.prefix_adapters,
     )
 
     async def start_engine() -> VllmEngine:
@@ -99,7 +101,10 @@ def serve(settings: Settings) -> None:
         store_dir=settings.store_dir,
         base_spec=lambda: read_base_spec(model_ref),
         # Admission and the engine's LoRA slots must agree on the highest rank.
-        limits=AdmissionLimits(max_lora_rank=settings.max_lora_rank),
+        limits=AdmissionLimits(max_lora_rank=settings.max_lora_rank,
+                               peft_types=served_peft_types(
+                                   prompt_adapters=settings.prompt_adapters,
+                                   prefix_adapters=settings.prefix_adapters)),
         import_roots=tuple(settings.import_roots),
         base_model_bytes=weights_bytes(model_ref),
         hub=HubOptions(allow=tuple(settings.hub_allow), autoload=settings.hub_autoload,

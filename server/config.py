@@ -106,6 +106,18 @@ class Settings(LimitSettings, BaseSettings):
         description="Highest LoRA rank accepted; slot buffers are sized for it. "
         "One of 1, 8, 16, 32, 64, 128, 256, 320, 512.",
     )
+    prompt_adapters: bool = Field(
+        default=True,
+        description="Serve prompt-tuning and P-tuning adapters (PEFT PROMPT_TUNING, "
+        "P_TUNING) through vLLM's prompt-embeddings input. Off: the engine runs without "
+        "that input and such adapters are refused at upload.",
+    )
+    prefix_adapters: bool = Field(
+        default=True,
+        description="Serve prefix-tuning adapters (PEFT PREFIX_TUNING): their learned "
+        "keys and values are written into the KV cache by a vLLM KV connector. Off: the "
+        "engine runs without the connector and such adapters are refused at upload.",
+    )
     dtype: DType = Field(
         default="auto",
         description="Weights and activations dtype. 'auto' takes the model's "

@@ -22,6 +22,8 @@ class AdapterVersion(BaseModel):
     rank: int | None = None
     alpha: float | None = None
     target_modules: list[str] = Field(default_factory=list)
+    #: Prompt and prefix tuning: positions the adapter puts in front of every prompt.
+    num_virtual_tokens: int | None = None
     size_bytes: int
     created_at: datetime
     source: str
@@ -32,7 +34,8 @@ class AdapterVersion(BaseModel):
     def of(cls, m: Manifest) -> AdapterVersion:
         return cls(
             digest=m.digest, peft_type=m.peft_type, rank=m.rank, alpha=m.alpha,
-            target_modules=list(m.target_modules), size_bytes=m.size_bytes,
+            target_modules=list(m.target_modules), num_virtual_tokens=m.num_virtual_tokens,
+            size_bytes=m.size_bytes,
             created_at=m.created_at, source=_public_source(m.source),
             warnings=list(m.warnings),
         )

@@ -37,6 +37,19 @@ class SamplingSpec:
     ignore_eos: bool = False
 
 
+#: How the engine applies an adapter: LoRA weights in a slot, a soft prompt in front of
+#: the prompt's embeddings, or learned keys and values in front of its K/V.
+AdapterKind = Literal["lora", "prompt", "prefix"]
+
+#: The kind of each PEFT type the server knows.
+KIND_OF_PEFT_TYPE: dict[str, AdapterKind] = {
+    "LORA": "lora",
+    "PROMPT_TUNING": "prompt",
+    "P_TUNING": "prompt",
+    "PREFIX_TUNING": "prefix",
+}
+
+
 @dataclass(frozen=True)
 class AdapterSpec:
     """An adapter the engine can apply. ``engine_id`` is stable for the process lifetime."""
@@ -44,7 +57,9 @@ class AdapterSpec:
     name: str
     engine_id: int
     path: Path
-    kind: Literal["lora"] = "lora"
+    kind: AdapterKind = "lora"
+    #: Positions the adapter puts in front of the prompt (prompt and prefix kinds).
+    num_virtual_tokens: int = 0
 
 
 @dataclass(frozen=True)

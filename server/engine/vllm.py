@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from vllm import SamplingParams
+from vllm.config import KVTransferConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMClientError
-from vllm.inputs import TokensPrompt
+from vllm.inputs import EmbedsPrompt, TokensPrompt
 from vllm.lora.request import LoRARequest
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.sampling_params import RequestOutputKind
@@ -38,6 +40,8 @@ from .interface import (
 from .plugins.lora_residency import METHOD as RESIDENCY_METHOD
 from .plugins.lora_residency import LoraResidencyExtension
 from .plugins.parent_watch import mark_server_process
+from .plugins.prefix_kv import HotswapPrefixConnector, prefix_params
+from .soft_prompts import PLACEHOLDER_ID, SoftPrompts, check_prefix_file
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,17 @@ class VllmOptions:
     max_lora_rank: int
     enforce_eager: bool = False
     max_num_batched_tokens: int | None = None
+    #: Prompt-tuning adapters (vLLM's prompt-embeddings input).
+    prompt_adapters: bool = True
+    #: Prefix-tuning adapters (a KV connector: plugins/prefix_kv.py).
+    prefix_adapters: bool = True
+
+
+def served_peft_types(*, prompt_adapters: bool, prefix_adapters: bool) -> frozenset[str]:
+    """The PEFT types this engine serves (what admission may accept)."""
+    return frozenset({"LORA"}
+                     | ({"PROMPT_TUNING", "P_TUNING"} if prompt_adapters else set())
+                     | ({"PREFIX_TUNING"} if prefix_adapters else set()))
 
 
 #: Characters counted at a time when a long text may be over its token limit.
@@ -126,6 +141,11 @@ class VllmEngine:
         self._options = options
         self._tokenizer = HfTokenizer(llm.get_tokenizer())
         self._max_model_len = int(llm.model_config.max_model_len)
+        dtype = llm.model_config.dtype
+        assert isinstance(dtype, torch.dtype), dtype  # resolved from "auto" at start
+        self._soft_prompts = SoftPrompts(int(llm.model_config.get_hidden_size()), dtype)
+        #: Prefix adapters added (the workers read their tensors on first use).
+        self._prefixes: set[int] = set()
 
     @classmethod
     def start(cls, options: VllmOptions) -> VllmEngine:
@@ -140,6 +160,12 @@ class VllmEngine:
             max_cpu_loras=options.max_cpu_loras,
             max_lora_rank=options.max_lora_rank,  # type: ignore[arg-type]
             enforce_eager=options.enforce_eager,
+            enable_prompt_embeds=options.prompt_adapters,
+            kv_transfer_config=KVTransferConfig(
+                kv_connector=HotswapPrefixConnector.__name__,
+                kv_connector_module_path=HotswapPrefixConnector.__module__,
+                kv_role="kv_both",
+            ) if options.prefix_adapters else None,
             max_num_batched_tokens=options.max_num_batched_tokens,
             # Per-engine stats feed the vllm:* Prometheus series on /metrics.
             disable_log_stats=False,
@@ -176,15 +202,32 @@ class VllmEngine:
             params = self._sampling_params(sampling)
         except (VLLMClientError, ValueError) as exc:
             raise EngineRequestError(str(exc)) from exc
-        stream = self._llm.generate(
-            TokensPrompt(prompt_token_ids=prompt_token_ids),
-            params,
-            request_id,
-            lora_request=_lora_request(adapter),
-        )
+        prompt: TokensPrompt | EmbedsPrompt
+        if adapter is not None and adapter.kind == "prefix":
+            # Placeholders where the learned K/V go (the connector writes them), so the
+            # real tokens start at position n as in PEFT; the salt keeps the version's
+            # cached blocks its own.
+            n = adapter.num_virtual_tokens
+            prompt = TokensPrompt(prompt_token_ids=[PLACEHOLDER_ID] * n + prompt_token_ids,
+                                  cache_salt=f"hotswap-prefix-{adapter.engine_id}")
+            params.extra_args = {"kv_transfer_params": prefix_params(
+                adapter.engine_id, str(adapter.path), n)}
+            lora = None
+        elif adapter is not None and adapter.kind == "prompt":
+            embeds = self._soft_prompts.input(adapter, prompt_token_ids)
+            prompt = EmbedsPrompt(prompt_embeds=embeds.embeds, prompt_token_ids=embeds.token_ids,
+                                  prompt_is_token_ids=embeds.is_token_ids,
+                                  cache_salt=embeds.cache_salt)
+            lora = None
+        else:
+            prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
+            lora = _lora_request(adapter)
+        stream = self._llm.generate(prompt, params, request_id, lora_request=lora)
         try:
             async for out in stream:
-                yield _to_step(out)
+                # The tokens the client sent: a soft prompt's virtual tokens are not
+                # theirs (documented in the README).
+                yield _to_step(out, len(prompt_token_ids))
         except VLLMClientError as exc:
             raise EngineRequestError(str(exc)) from exc
         except EngineDeadError as exc:
@@ -211,12 +254,32 @@ class VllmEngine:
         )
 
     async def add_adapter(self, adapter: AdapterSpec) -> None:
+        if adapter.kind == "prompt":
+            if not self._options.prompt_adapters:
+                raise AdapterLoadError(f"adapter {adapter.name!r}: prompt adapters are off "
+                                       "on this server (--no-prompt-adapters)")
+            await asyncio.to_thread(self._soft_prompts.load, adapter)
+            return
+        if adapter.kind == "prefix":
+            if not self._options.prefix_adapters:
+                raise AdapterLoadError(f"adapter {adapter.name!r}: prefix adapters are off "
+                                       "on this server (--no-prefix-adapters)")
+            await asyncio.to_thread(check_prefix_file, adapter)
+            self._prefixes.add(adapter.engine_id)
+            return
         try:
             await self._llm.add_lora(_require(_lora_request(adapter)))
         except (ValueError, RuntimeError, OSError) as exc:
             raise AdapterLoadError(f"adapter {adapter.name!r}: {exc}") from exc
 
     async def remove_adapter(self, adapter: AdapterSpec) -> None:
+        if adapter.kind == "prompt":
+            self._soft_prompts.unload(adapter.engine_id)
+            return
+        if adapter.kind == "prefix":
+            # The workers keep its tensors in a bounded LRU; the id is never reused.
+            self._prefixes.discard(adapter.engine_id)
+            return
         await self._llm.remove_lora(adapter.engine_id)
 
     async def adapter_residency(self) -> Mapping[int, Residency]:
@@ -237,7 +300,10 @@ class VllmEngine:
         if found is None:
             raise EngineError("adapter residency: the worker has no LoRA manager")
         active, registered = found
-        residency: dict[int, Residency] = {int(i): "cpu" for i in registered}
+        # Soft prompts live in this process's memory and need no slot: "cpu".
+        residency: dict[int, Residency] = {i: "cpu" for i in self._soft_prompts.loaded()}
+        residency.update({i: "cpu" for i in self._prefixes})
+        residency.update({int(i): "cpu" for i in registered})
         residency.update({int(i): "gpu" for i in active})
         return residency
 
@@ -293,9 +359,9 @@ def _require(request: LoRARequest | None) -> LoRARequest:
     return request
 
 
-def _to_step(out: RequestOutput) -> GenerationStep:
+def _to_step(out: RequestOutput, prompt_tokens: int) -> GenerationStep:
     return GenerationStep(
-        prompt_tokens=len(out.prompt_token_ids or ()),
+        prompt_tokens=prompt_tokens,
         choices=[_to_delta(c) for c in out.outputs],
         finished=out.finished,
     )

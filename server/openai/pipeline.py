@@ -39,7 +39,7 @@ from starlette.types import Receive
 
 from ..auth import Principal
 from ..deps import AppState, ServingDep, StateDep
-from ..engine.interface import Tokenizer
+from ..engine.interface import SamplingSpec, Tokenizer
 from ..errors import ClientDisconnected, InvalidRequest
 from ..limits import RequestLimits
 from ..serving.table import Lease
@@ -142,14 +142,19 @@ class Pipeline:
                 raise InvalidRequest(
                     f"the prompts hold {total} tokens; at most {limits.max_prompt_tokens} "
                     "per request (--max-prompt-tokens)", param=endpoint.prompt_param)
-            sampling = sampling_spec(
-                req, max_tokens=endpoint.max_tokens(req), logprobs=endpoint.logprobs(req),
-                prompt_len=max(len(p.token_ids) for p in prompts),
-                max_model_len=self._engine.max_model_len,
-                default_max_tokens=limits.default_max_tokens,
-            )
+            def sampling_with(virtual_tokens: int) -> SamplingSpec:
+                return sampling_spec(
+                    req, max_tokens=endpoint.max_tokens(req), logprobs=endpoint.logprobs(req),
+                    prompt_len=max(len(p.token_ids) for p in prompts),
+                    max_model_len=self._engine.max_model_len,
+                    default_max_tokens=limits.default_max_tokens,
+                    virtual_tokens=virtual_tokens,
+                )
+            sampling = sampling_with(0)
             # resolve, hold
             adapter = await self._models.resolve(req.model, principal)
+            if adapter is not None and adapter.num_virtual_tokens:
+                sampling = sampling_with(adapter.num_virtual_tokens)
             lease = await self._table.acquire(adapter)
             call = Call(req, f"{endpoint.id_prefix}-{uuid.uuid4().hex}", int(time.time()),
                         prompts)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import itertools
 import logging
@@ -34,7 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...adapters.manifest import Manifest
-from ..engine.interface import AdapterLoadError, AdapterSpec, Engine, EngineError
+from ..engine.interface import (
+    KIND_OF_PEFT_TYPE,
+    AdapterLoadError,
+    AdapterSpec,
+    Engine,
+    EngineError,
+)
 from .residency import Residencies
 
 log = logging.getLogger(__name__)
@@ -104,7 +111,9 @@ class ServingTable:
         engine_id = self._ids.get(digest)
         if engine_id is None:
             engine_id = self._ids[digest] = next(self._counter)
-            spec = AdapterSpec(name=name, engine_id=engine_id, path=self._path_of(manifest))
+            spec = AdapterSpec(name=name, engine_id=engine_id, path=self._path_of(manifest),
+                               kind=KIND_OF_PEFT_TYPE[manifest.peft_type],
+                               num_virtual_tokens=manifest.num_virtual_tokens or 0)
             self._specs[engine_id] = (spec, digest)
         record = self._record_of(engine_id)
         if record.state is AdapterState.RETIRING:
@@ -112,8 +121,8 @@ class ServingTable:
             # while it was retiring, and a (cheap, idempotent) load is always correct.
             record.state = AdapterState.STORED
         # Listings ask for every adapter every time: the same object while the name holds.
-        return record.spec if record.spec.name == name else AdapterSpec(
-            name=name, engine_id=engine_id, path=record.spec.path)
+        return record.spec if record.spec.name == name else dataclasses.replace(
+            record.spec, name=name)
 
     def state(self, digest: str) -> AdapterState | None:
         engine_id = self._ids.get(digest)

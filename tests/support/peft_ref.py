@@ -1,4 +1,5 @@
-"""PEFT reference for engine tests: build LoRA adapters and greedy-decode them with HF.
+"""PEFT reference for engine tests: build LoRA and prompt-learning adapters and
+greedy-decode them with HF.
 
 The engine must produce exactly what PEFT produces, token for token, so these helpers
 run the plain transformers + PEFT stack in float32 and return token ids in the same
@@ -13,7 +14,14 @@ import functools
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import (
+    LoraConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+    get_peft_model,
+)
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 # A PEFT LoRA starts with B = 0 (a no-op). Random A and B with this std give a delta of
@@ -78,6 +86,48 @@ def make_lora_adapter(
             raise ValueError(f"no LoRA parameters created for target_modules={target_modules}")
         for _, param in lora_params:
             param.copy_(torch.randn(param.shape, generator=generator) * weight_std)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def make_prompt_adapter(base_model_dir: Path, out_dir: Path, *, peft_type: str,
+                        num_virtual_tokens: int, seed: int) -> Path:
+    """Save a PEFT PROMPT_TUNING, P_TUNING or PREFIX_TUNING adapter with random,
+    non-trivial weights.
+
+    PREFIX_TUNING: keys and values drawn with unit spread (the scale of the base
+    model's own keys and values). PROMPT_TUNING: a soft prompt drawn with the spread of
+    the base model's own token embeddings (so the virtual tokens look like tokens to the
+    model, yet like none in particular). P_TUNING: PEFT's MLP prompt encoder with its
+    random init, re-drawn from ``seed``; PEFT saves the encoder's output as the soft
+    prompt."""
+    base = _base_model(str(base_model_dir))
+    model = copy.deepcopy(base)
+    config: PromptTuningConfig | PromptEncoderConfig | PrefixTuningConfig
+    if peft_type == "PREFIX_TUNING":
+        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens)
+    elif peft_type == "PROMPT_TUNING":
+        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens)
+    elif peft_type == "P_TUNING":
+        config = PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens,
+                                     encoder_hidden_size=128)
+    else:
+        raise ValueError(peft_type)
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        spread = float(base.get_input_embeddings().weight.std())
+        for name, param in sorted(peft_model.named_parameters()):
+            if "prompt_encoder" not in name:
+                continue
+            if peft_type == "PREFIX_TUNING":
+                std = 1.0
+            elif "embedding" in name:
+                std = spread
+            else:
+                std = float(param.std()) or 0.05
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out_dir))
     return out_dir

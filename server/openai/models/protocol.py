@@ -17,12 +17,16 @@ class ModelCard(BaseModel):
     root: str | None = None
     parent: str | None = None
     max_model_len: int | None = None
-    #: hotswap extension: "base" or the adapter's PEFT type.
+    #: hotswap extension: "base", or how the adapter is applied: "lora", "prompt"
+    #: (prompt tuning, P-tuning) or "prefix" (prefix tuning).
     kind: str | None = None
     #: hotswap extensions for adapters: the stored version serving this id.
     digest: str | None = None
     peft_type: str | None = None
     rank: int | None = None
+    #: Prompt and prefix adapters: positions put in front of every prompt (they count
+    #: against max_model_len; usage.prompt_tokens counts only the client's tokens).
+    num_virtual_tokens: int | None = None
     #: Bytes on disk: the adapter's files, or for the base model its weights (if known).
     size_bytes: int | None = None
     #: Adapters: where the engine holds the weights now. "gpu": in a slot a batch can

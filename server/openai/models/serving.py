@@ -23,6 +23,7 @@ async def list_models(serving: Serving, principal: Principal) -> ModelList:
             root=a.model_id, parent=models.base_name,
             max_model_len=engine.max_model_len, kind=a.spec.kind,
             digest=a.manifest.digest, peft_type=a.manifest.peft_type, rank=a.manifest.rank,
+            num_virtual_tokens=a.manifest.num_virtual_tokens,
             size_bytes=a.manifest.size_bytes, residency=residency.of(a.manifest.digest),
         )
         for a in adapters
