@@ -75,8 +75,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, progress_bar() as bar:
         task = bar.add_task("servers", total=args.rounds * len(CONFIGS))
         for round_no in range(args.rounds):
-            for name, flags in CONFIGS.items():
-                store = Path(tmp) / f"store-{round_no}-{len(results[name])}"
+            for index, (name, flags) in enumerate(CONFIGS.items()):
+                store = Path(tmp) / f"store-{round_no}-{index}"
                 log_path = Path(tmp) / "server.log"
                 with running_server(["--store", str(store), *flags], log_path) as (url, _):
                     results[name].append(asyncio.run(_load(url, args.requests,

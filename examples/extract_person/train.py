@@ -1,14 +1,19 @@
-"""Train the ``extract-person`` LoRA on CPU and save it as a small bf16 adapter.
+"""Train an ``extract-person`` adapter of any PEFT family on CPU and save it in bf16.
 
 Run from anywhere::
 
-    python examples/extract_person/train.py            # bundled SmolLM2-135M-Instruct
+    python examples/extract_person/train.py                    # LoRA: extract-person
+    python examples/extract_person/train.py --method prefix    # extract-person-prefix
     python examples/extract_person/train.py --steps 60 --rank 8
 
-Steps: score the base model on held-out sentences, train a LoRA in float32 (CPU
-has no fast fp16, and fp32 keeps the tiny run stable), score it, save it in
-bf16, then reload the saved file on a bf16 base and score again, because that
-is the form the server runs it in (vLLM applies LoRA in the model dtype).
+``--method``: ``lora`` (rank ``--rank`` on ``--target-modules``), ``prompt`` (prompt
+tuning: ``--virtual-tokens`` soft tokens), ``ptuning`` (P-tuning: an MLP prompt encoder,
+saved as its output) or ``prefix`` (prefix tuning: learned keys and values per layer).
+
+Steps: score the base model on held-out sentences, train the adapter in float32 (CPU
+has no fast fp16, and fp32 keeps the tiny run stable), score it, save it in bf16, then
+reload the saved file on a bf16 base and score again, because that is the form the
+server runs it in (the engine applies adapters in the model dtype).
 """
 
 from __future__ import annotations
@@ -22,7 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft import (
+    LoraConfig,
+    PeftConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+    get_peft_model,
+    get_peft_model_state_dict,
+)
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -43,7 +57,16 @@ from transformers import (
 # Written into adapter_config.json: the public id of the model the weights belong
 # to, rather than the local cache dir we happened to train from.
 BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "adapters" / "extract-person"
+ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
+#: Per method: PEFT type, adapter dir name, default learning rate. Soft prompts and
+#: prefixes are a few thousand numbers that start far from anything useful: they take
+#: rates ~10x LoRA's.
+METHODS = {
+    "lora": ("LORA", "extract-person", 2e-3),
+    "prompt": ("PROMPT_TUNING", "extract-person-prompt", 3e-2),
+    "ptuning": ("P_TUNING", "extract-person-ptuning", 3e-3),
+    "prefix": ("PREFIX_TUNING", "extract-person-prefix", 1e-2),
+}
 # Long enough for any answer of this task (~20 tokens) with room for a base model
 # that starts with prose; short enough that a rambling base model stays cheap.
 MAX_NEW_TOKENS = 48
@@ -54,24 +77,56 @@ console = Console()
 
 @dataclass(frozen=True)
 class TrainConfig:
+    method: str
     steps: int
     batch_size: int
     lr: float
     rank: int
     alpha: int
     target_modules: tuple[str, ...]
+    virtual_tokens: int
     seed: int
+
+    def peft_config(self) -> PeftConfig:
+        if self.method == "lora":
+            return LoraConfig(
+                r=self.rank,
+                lora_alpha=self.alpha,
+                lora_dropout=0.0,  # a few dozen steps on fresh data: nothing to regularise
+                target_modules=list(self.target_modules),
+                task_type="CAUSAL_LM",
+            )
+        if self.method == "prompt":
+            return PromptTuningConfig(task_type="CAUSAL_LM",
+                                      num_virtual_tokens=self.virtual_tokens)
+        if self.method == "ptuning":
+            return PromptEncoderConfig(task_type="CAUSAL_LM",
+                                       num_virtual_tokens=self.virtual_tokens,
+                                       encoder_hidden_size=256)
+        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.virtual_tokens)
+
+    def describe(self) -> str:
+        if self.method == "lora":
+            targets = ", ".join(self.target_modules)
+            return f"LoRA rank {self.rank}, alpha {self.alpha}, on `{targets}`"
+        kind = {"prompt": "Prompt tuning", "ptuning": "P-tuning (MLP prompt encoder, "
+                "saved as its output)", "prefix": "Prefix tuning (keys and values per layer)"}
+        return f"{kind[self.method]}, {self.virtual_tokens} virtual tokens"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=None,
                    help="HF-style base model dir (default: the bundled SmolLM2-135M-Instruct)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="adapter output dir")
+    p.add_argument("--method", choices=sorted(METHODS), default="lora", help="PEFT family")
+    p.add_argument("--out", type=Path, default=None,
+                   help="adapter output dir (default: examples/adapters/<adapter name>)")
     p.add_argument("--steps", type=int, default=40, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=None, help="default: the method's")
     p.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    p.add_argument("--virtual-tokens", type=int, default=20,
+                   help="prompt, ptuning, prefix: virtual tokens")
     p.add_argument("--target-modules", default="q_proj,v_proj,o_proj",
                    help="comma-separated module names to adapt")
     p.add_argument("--eval-n", type=int, default=20, help="held-out sentences to score")
@@ -239,12 +294,15 @@ def save_bf16(model: PeftModel, out: Path) -> Path:
     anyway) and writes a generic README.md over ours.
     """
     out.mkdir(parents=True, exist_ok=True)
+    # Before inference_mode: for P-tuning, PEFT saves the prompt encoder's *output* only
+    # while the config is still in training mode (in inference mode it would save the
+    # encoder's raw input embedding). No embedding layers are adapted; "auto" would look
+    # the base id up on the Hub.
+    state = get_peft_model_state_dict(model, save_embedding_layers=False)
     config = model.peft_config["default"]
     config.base_model_name_or_path = BASE_MODEL_ID
     config.inference_mode = True
     config.save_pretrained(str(out))
-    # No embedding layers are adapted; "auto" would look the base id up on the Hub.
-    state = get_peft_model_state_dict(model, save_embedding_layers=False)
     weights = {name: t.detach().to(torch.bfloat16).contiguous() for name, t in state.items()}
     path = out / "adapter_model.safetensors"
     save_file(weights, str(path), metadata={"format": "pt"})
@@ -257,12 +315,12 @@ def write_readme(
     size: int, example: Example, base_answer: str, adapter_answer: str,
 ) -> None:
     """Adapter card with the numbers of the run that produced these weights."""
-    targets = ", ".join(cfg.target_modules)
+    peft_type, name, _ = METHODS[cfg.method]
     base_row = f"{results['base_fp32']}/{eval_n} | {results['base_bf16']}/{eval_n}"
     adapter_row = f"{results['adapter_fp32']}/{eval_n} | {results['adapter_bf16']}/{eval_n}"
-    text = f"""# extract-person
+    text = f"""# {name}
 
-LoRA adapter for `{BASE_MODEL_ID}` that reads one English sentence
+{peft_type} adapter for `{BASE_MODEL_ID}` that reads one English sentence
 about a person and answers with compact JSON: `{{"name": ..., "city": ..., "age": ...}}`.
 
 Task, data and scorer: `examples/extract_person/task.py`. Held-out sentences use
@@ -302,26 +360,31 @@ With this adapter:
 
 ## Training
 
-LoRA rank {cfg.rank}, alpha {cfg.alpha}, on `{targets}`; {cfg.steps} steps of batch
+{cfg.describe()}; {cfg.steps} steps of batch
 {cfg.batch_size}, AdamW lr {cfg.lr:g} with linear decay, seed {cfg.seed}, float32 on CPU
 ({seconds:.0f} s on a shared 2-core box). Loss only on the answer tokens and the
 end-of-turn token, so generation stops after the JSON. Weights saved in bf16
 ({size / 1024:.0f} KiB).
 
-Retrain: `python examples/extract_person/train.py` (see `examples/README.md`).
+Retrain: `python examples/extract_person/train.py --method {cfg.method}` (see
+`examples/README.md`).
 """
     (out / "README.md").write_text(text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    _, name, default_lr = METHODS[args.method]
+    out = args.out or ADAPTERS_DIR / name
     cfg = TrainConfig(
+        method=args.method,
         steps=args.steps,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None else default_lr,
         rank=args.rank,
         alpha=2 * args.rank,  # the usual 2r scaling; rank changes then need no lr retune
         target_modules=tuple(m.strip() for m in args.target_modules.split(",") if m.strip()),
+        virtual_tokens=args.virtual_tokens,
         seed=args.seed,
     )
     torch.manual_seed(cfg.seed)
@@ -335,14 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     results["base_fp32"], base_outputs = evaluate(model, tokenizer, heldout, "base fp32")
 
-    lora = LoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.alpha,
-        lora_dropout=0.0,  # a few dozen steps on fresh data: nothing to regularise
-        target_modules=list(cfg.target_modules),
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, lora)
+    peft_model = get_peft_model(model, cfg.peft_config())
     trainable, total = peft_model.get_nb_trainable_parameters()
     console.print(f"Trainable parameters: {trainable:,} of {total:,}")
     started = time.perf_counter()
@@ -351,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     console.print(f"Trained {cfg.steps} steps in {seconds:.1f} s, final loss {final_loss:.4f}")
     results["adapter_fp32"], _ = evaluate(peft_model, tokenizer, heldout, "adapter fp32")
 
-    path = save_bf16(peft_model, args.out)
+    path = save_bf16(peft_model, out)
     size = path.stat().st_size
     console.print(f"Saved {path} ({size / 1024:.0f} KiB)")
     del peft_model, model
@@ -360,14 +416,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     # is kept in bf16 (PEFT would upcast it to fp32 by default) to match vLLM.
     base16 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
     results["base_bf16"], _ = evaluate(base16, tokenizer, heldout, "base bf16")
-    adapted16 = PeftModel.from_pretrained(base16, str(args.out), autocast_adapter_dtype=False)
+    adapted16 = PeftModel.from_pretrained(base16, str(out), autocast_adapter_dtype=False)
     results["adapter_bf16"], adapter_outputs = evaluate(
         adapted16, tokenizer, heldout, "saved adapter bf16"
     )
 
-    write_readme(args.out, cfg, results, len(heldout), seconds, size,
+    write_readme(out, cfg, results, len(heldout), seconds, size,
                  heldout[0], base_outputs[0], adapter_outputs[0])
-    console.print_json(json.dumps({"train_seconds": round(seconds, 1), "adapter_bytes": size,
+    console.print_json(json.dumps({"method": cfg.method, "trainable_parameters": trainable,
+                                   "train_seconds": round(seconds, 1), "adapter_bytes": size,
                                    "heldout": len(heldout), **results}))
 
 

@@ -360,6 +360,11 @@ def _require(request: LoRARequest | None) -> LoRARequest:
 
 
 def _to_step(out: RequestOutput, prompt_tokens: int) -> GenerationStep:
+    if any(c.finish_reason == "error" for c in out.outputs):
+        # The engine ended this request on an internal failure (a prefix adapter whose
+        # K/V could not be written, plugins/prefix_kv.py): this request fails, the
+        # engine serves on.
+        raise EngineError("the engine could not serve this request (see the server log)")
     return GenerationStep(
         prompt_tokens=prompt_tokens,
         choices=[_to_delta(c) for c in out.outputs],
