@@ -26,8 +26,11 @@ install: $(STAMP)
 prepare-model: $(STAMP)
 	$(BIN)/hotswap prepare-model
 
+# The demo task adapters, one per PEFT family (examples/README.md).
+DEMO_ADAPTERS = extract-person extract-person-prompt extract-person-ptuning extract-person-prefix
+
 serve: prepare-model
-	$(BIN)/hotswap serve --adapter extract-person=examples/adapters/extract-person $(ARGS)
+	$(BIN)/hotswap serve $(foreach a,$(DEMO_ADAPTERS),--adapter $(a)=examples/adapters/$(a)) $(ARGS)
 
 test: prepare-model
 	$(BIN)/pytest $(PYTEST_ARGS)
