@@ -107,9 +107,12 @@ class HfTokenizer:
         GIL go). Chunks keep each result small, and a text far over the limit is refused
         after its first few chunks."""
         counted = 0
-        for cuts, start in enumerate(range(0, len(text), COUNT_CHUNK_CHARS)):
-            piece = text[start:start + COUNT_CHUNK_CHARS]
-            counted += len(self._tok.encode(piece, add_special_tokens=False))
+        for start in range(0, len(text), COUNT_CHUNK_CHARS):
+            end = start + COUNT_CHUNK_CHARS
+            counted += len(self._tok.encode(text[start:end], add_special_tokens=False))
+            # Every cut so far may have added tokens, this chunk's own end included
+            # (unless it is the text's end).
+            cuts = start // COUNT_CHUNK_CHARS + (1 if end < len(text) else 0)
             at_least = counted - cuts * CUT_SLACK_TOKENS
             if at_least > limit:
                 raise PromptTooLong(at_least)
@@ -208,6 +211,10 @@ class VllmEngine:
             # real tokens start at position n as in PEFT; the salt keeps the version's
             # cached blocks its own.
             n = adapter.num_virtual_tokens
+            if params.prompt_logprobs is not None:
+                # vLLM skips every external KV load for requests with prompt logprobs:
+                # the placeholders would run through the model, a silently lost prefix.
+                raise EngineRequestError("prompt logprobs are not served for prefix adapters")
             prompt = TokensPrompt(prompt_token_ids=[PLACEHOLDER_ID] * n + prompt_token_ids,
                                   cache_salt=f"hotswap-prefix-{adapter.engine_id}")
             params.extra_args = {"kv_transfer_params": prefix_params(

@@ -37,7 +37,9 @@ class TokenBudget:
         if longest > self.context - 1:
             raise self.refusal(PromptTooLong(longest), used=0)
         if total > self.total:
-            raise self.refusal(PromptTooLong(total), used=0)
+            raise InvalidRequest(
+                f"the prompts hold {total} tokens; at most {self.total} per request "
+                "(--max-prompt-tokens)", param=self.param)
 
     def refusal(self, exc: PromptTooLong, *, used: int) -> HotswapError:
         """The 400 for a prompt found over ``limit(used)``: the context's if that is what

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -48,18 +49,24 @@ def chat_ids(tokenizer: AutoTokenizer) -> list[int]:
 
 @pytest.fixture(scope="module")
 def uploaded(server: ServerInfo, base_model_dir: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("prompt-adapters")
     dirs = {}
-    for name, (peft_type, n, seed) in ADAPTERS.items():
-        path = make_prompt_adapter(base_model_dir, root / name, peft_type=peft_type,
-                                   num_virtual_tokens=n, seed=seed)
-        up = adapterctl(server.url, "upload", str(path), "--name", name,
-                        api_key=server.api_key)
-        assert up.returncode == 0, up.stderr
-        assert f"{peft_type}, {n} virtual tokens" in up.stdout, up.stdout
-        dirs[name] = path
-    return dirs
+    try:
+        for name, (peft_type, n, seed) in ADAPTERS.items():
+            path = make_prompt_adapter(base_model_dir, root / name, peft_type=peft_type,
+                                       num_virtual_tokens=n, seed=seed)
+            up = adapterctl(server.url, "upload", str(path), "--name", name,
+                            api_key=server.api_key)
+            assert up.returncode == 0, up.stderr
+            assert f"{peft_type}, {n} virtual tokens" in up.stdout, up.stdout
+            dirs[name] = path
+        yield dirs
+    finally:
+        # The session server is shared: later modules expect its adapters as they were.
+        for name in dirs:
+            gone = adapterctl(server.url, "delete", name, api_key=server.api_key)
+            assert gone.returncode == 0, gone.stderr
 
 
 @pytest.fixture(scope="module")

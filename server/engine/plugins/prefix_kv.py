@@ -58,9 +58,10 @@ log = logging.getLogger(__name__)
 #: The key of ``kv_transfer_params`` this connector reads.
 PARAMS_KEY = "hotswap_prefix"
 WEIGHTS_FILE = "adapter_model.safetensors"
-#: Prefix adapters kept in a worker's memory (an 8-token prefix of the bundled model is
-#: 0.4 MB in float32).
-WORKER_CACHE_SIZE = 256
+#: Bytes of prefix tensors a worker keeps (LRU; an 8-token prefix of the bundled model
+#: is 0.4 MB in float32, a 1,024-token one of a 7B model ~130 MB). An evicted prefix is
+#: read again from its (immutable) file on its next request.
+WORKER_CACHE_BYTES = 1 << 30
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
@@ -136,7 +137,7 @@ class HotswapPrefixConnector(KVConnectorBase_V1):
                 # Resumed after preemption: new_block_ids are all of its blocks.
                 meta.loads.append(_load(req_id, pending, block_ids[0]))
         if self._pending:  # allocated this step, so scheduled this step: never left over
-            log.warning("prefix K/V not written for %s", sorted(self._pending))
+            log.error("prefix K/V not written for %s", sorted(self._pending))
             self._pending.clear()
         return meta
 
@@ -150,7 +151,11 @@ class HotswapPrefixConnector(KVConnectorBase_V1):
                 self._write(load, forward_context)
             except Exception:  # any failure fails this request, never the engine
                 log.exception("prefix adapter %d: writing its K/V failed", load.engine_id)
-                self._failed_blocks.update(load.block_ids)
+                # Only the blocks this load was to write: earlier blocks may be prefix-
+                # cache hits other running requests share, and vLLM fails every request
+                # holding a reported block.
+                self._failed_blocks.update(
+                    load.block_ids[p // self._block_size] for p in range(load.start, load.n))
 
     def _write(self, load: _Load, forward_context: ForwardContext) -> None:
         kv = self._tensor(load)
@@ -179,7 +184,8 @@ class HotswapPrefixConnector(KVConnectorBase_V1):
         with safe_open(f"{load.path}/{WEIGHTS_FILE}", framework="pt") as f:
             flat = f.get_tensor("prompt_embeddings")
         model = self._vllm_config.model_config
-        layers = model.get_num_layers(self._vllm_config.parallel_config)
+        # All layers, not this pipeline stage's: layer names carry global indexes.
+        layers = model.get_total_num_hidden_layers()
         kv_heads = model.get_total_num_kv_heads()
         head_dim = model.get_head_size()
         want = [load.n, layers * 2 * kv_heads * head_dim]
@@ -187,7 +193,9 @@ class HotswapPrefixConnector(KVConnectorBase_V1):
             raise ValueError(f"prompt_embeddings {list(flat.shape)}, expected {want}")
         tensor: torch.Tensor = flat.to(self._dtype).view(load.n, layers * 2, kv_heads, head_dim)
         self._tensors[load.engine_id] = tensor
-        while len(self._tensors) > WORKER_CACHE_SIZE:
+        while len(self._tensors) > 1 and sum(
+                t.numel() * t.element_size() for t in self._tensors.values()
+        ) > WORKER_CACHE_BYTES:
             self._tensors.popitem(last=False)
         return tensor
 

@@ -84,8 +84,8 @@ async def test_a_body_that_stops_arriving_is_408(tmp_path: Path) -> None:
     ({"prompt": [[7]] * 5000}, "prompt", "at most 4096 prompts"),  # before any item
     ({"prompt": [True, 2]}, "prompt", "prompt must be a string"),
     ({"prompt": ["a", "b", "c"], "n": 3}, "n", "at most 6 (--max-choices)"),
-    ({"prompt": ["x" * 150, "y" * 150]}, "prompt", "at least 300 tokens; at most 200 per"),
-    ({"prompt": [[7] * 150, [8] * 150]}, "prompt", "at least 300 tokens; at most 200 per"),
+    ({"prompt": ["x" * 150, "y" * 150]}, "prompt", "300 tokens; at most 200 per"),
+    ({"prompt": [[7] * 150, [8] * 150]}, "prompt", "300 tokens; at most 200 per"),
     ({"stop": "s" * 257}, "stop", "at most 256 characters"),
     ({"stop": [str(i) for i in range(17)]}, "stop", "at most 16 items"),
     ({"logprobs": 21}, "logprobs", "less than or equal to 20"),
