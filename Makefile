@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install prepare-model serve test lint bench bench-registry bench-peft-cost soak clean
+.PHONY: install prepare-model prometheus serve test lint bench bench-registry bench-peft-cost soak clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -27,12 +27,22 @@ prepare-model: $(STAMP)
 	$(BIN)/hotswap prepare-model
 
 # The demo task adapters, one per PEFT family (examples/README.md).
-DEMO_ADAPTERS = extract-person extract-person-prompt extract-person-ptuning extract-person-prefix
+DEMO_ADAPTERS = extract-person extract-person-prompt extract-person-ptuning extract-person-prefix \
+	route-ticket route-ticket-prompt route-ticket-ptuning
 
 serve: prepare-model
 	$(BIN)/hotswap serve $(foreach a,$(DEMO_ADAPTERS),--adapter $(a)=examples/adapters/$(a)) $(ARGS)
 
-test: prepare-model
+# A real Prometheus (and promtool) for the monitoring tests: the Debian package, installed
+# when missing (as root, or through sudo).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y --no-install-recommends prometheus \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends prometheus; }; }
+
+test: prepare-model prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

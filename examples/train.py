@@ -1,10 +1,14 @@
-"""Train an ``extract-person`` adapter of any PEFT family on CPU and save it in bf16.
+"""Train a demo-task adapter of any PEFT family on CPU and save it in bf16.
 
 Run from anywhere::
 
-    python examples/extract_person/train.py                    # LoRA: extract-person
-    python examples/extract_person/train.py --method prefix    # extract-person-prefix
-    python examples/extract_person/train.py --steps 60 --rank 8
+    python examples/train.py                                   # LoRA: extract-person
+    python examples/train.py --method prefix                   # extract-person-prefix
+    python examples/train.py --task route_ticket --method prompt   # route-ticket-prompt
+    python examples/train.py --steps 60 --rank 8
+
+``--task``: ``extract_person`` (JSON extraction) or ``route_ticket`` (classification);
+see ``examples/tasks/``.
 
 ``--method``: ``lora`` (rank ``--rank`` on ``--target-modules``), ``prompt`` (prompt
 tuning: ``--virtual-tokens`` soft tokens), ``ptuning`` (P-tuning: an MLP prompt encoder,
@@ -25,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import (
@@ -46,7 +51,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from safetensors.torch import save_file
-from task import Example, build_messages, make_examples, score, user_message
+from tasks import NAMES, Task, load
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -57,19 +62,16 @@ from transformers import (
 # Written into adapter_config.json: the public id of the model the weights belong
 # to, rather than the local cache dir we happened to train from.
 BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
-#: Per method: PEFT type, adapter dir name, default learning rate. Soft prompts and
-#: prefixes are a few thousand numbers that start far from anything useful: they take
-#: rates ~10x LoRA's.
+ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
+#: Per method: PEFT type, adapter name suffix (after the task's), default learning rate.
+#: Soft prompts and prefixes are a few thousand numbers that start far from anything
+#: useful: they take rates ~10x LoRA's.
 METHODS = {
-    "lora": ("LORA", "extract-person", 2e-3),
-    "prompt": ("PROMPT_TUNING", "extract-person-prompt", 3e-2),
-    "ptuning": ("P_TUNING", "extract-person-ptuning", 3e-3),
-    "prefix": ("PREFIX_TUNING", "extract-person-prefix", 1e-2),
+    "lora": ("LORA", "", 2e-3),
+    "prompt": ("PROMPT_TUNING", "-prompt", 3e-2),
+    "ptuning": ("P_TUNING", "-ptuning", 3e-3),
+    "prefix": ("PREFIX_TUNING", "-prefix", 1e-2),
 }
-# Long enough for any answer of this task (~20 tokens) with room for a base model
-# that starts with prose; short enough that a rambling base model stays cheap.
-MAX_NEW_TOKENS = 48
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 
 console = Console()
@@ -118,9 +120,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=None,
                    help="HF-style base model dir (default: the bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--task", choices=NAMES, default="extract_person", help="demo task")
     p.add_argument("--method", choices=sorted(METHODS), default="lora", help="PEFT family")
     p.add_argument("--out", type=Path, default=None,
-                   help="adapter output dir (default: examples/adapters/<adapter name>)")
+                   help="adapter output dir (default: examples/adapters/<task adapter>"
+                        "[-<method>])")
     p.add_argument("--steps", type=int, default=40, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="default: the method's")
@@ -144,29 +148,31 @@ def resolve_model_dir(model_dir: Path | None) -> Path:
     return Path(prepare_bundled_model(home_from_env()))
 
 
-def prompt_text(tokenizer: PreTrainedTokenizerBase, example: Example) -> str:
+def prompt_text(task: Task, tokenizer: PreTrainedTokenizerBase, example: Any) -> str:
     text = tokenizer.apply_chat_template(
-        build_messages(example), tokenize=False, add_generation_prompt=True
+        task.build_messages(example), tokenize=False, add_generation_prompt=True
     )
     assert isinstance(text, str)
     return text
 
 
-def check_template(tokenizer: PreTrainedTokenizerBase, example: Example) -> None:
+def check_template(task: Task, tokenizer: PreTrainedTokenizerBase, example: Any) -> None:
     """Fail early if the chat template does not end an assistant turn with the EOS token.
 
     Training appends ``eos_token`` after the answer; that is only right if the
     template writes the same token at the end of a turn, and the same token is
     what generation (here and in vLLM) stops on.
     """
-    messages = [*build_messages(example), {"role": "assistant", "content": example.answer}]
+    messages = [*task.build_messages(example), {"role": "assistant", "content": example.answer}]
     full = tokenizer.apply_chat_template(messages, tokenize=False)
-    expected = prompt_text(tokenizer, example) + example.answer + str(tokenizer.eos_token)
+    expected = prompt_text(task, tokenizer, example) + example.answer + str(tokenizer.eos_token)
     if not isinstance(full, str) or not full.startswith(expected):
         raise SystemExit(f"chat template does not end a turn with {tokenizer.eos_token!r}")
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple[list[int], list[int]]:
+def encode(
+    task: Task, tokenizer: PreTrainedTokenizerBase, example: Any
+) -> tuple[list[int], list[int]]:
     """Token ids and labels for one training example; loss only on answer + EOS.
 
     Prompt and answer are tokenized separately, as at inference time: the server
@@ -174,16 +180,17 @@ def encode(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple[list[i
     tokens, so training on the jointly tokenized string could teach merges across
     the boundary that generation never produces.
     """
-    prompt_ids = tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(prompt_text(task, tokenizer, example),
+                           add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
     answer_ids = [*answer_ids, tokenizer.eos_token_id]
     return [*prompt_ids, *answer_ids], [IGNORE_INDEX] * len(prompt_ids) + answer_ids
 
 
 def collate(
-    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
+    task: Task, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Any]
 ) -> dict[str, torch.Tensor]:
-    encoded = [encode(tokenizer, ex) for ex in examples]
+    encoded = [encode(task, tokenizer, ex) for ex in examples]
     width = max(len(ids) for ids, _ in encoded)
     pad = tokenizer.pad_token_id
     input_ids, labels, mask = [], [], []
@@ -201,9 +208,10 @@ def collate(
 
 @torch.inference_mode()
 def generate(
+    task: Task,
     model: PreTrainedModel | PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
+    examples: Sequence[Any],
     label: str,
     batch_size: int = 10,
 ) -> list[str]:
@@ -219,7 +227,7 @@ def generate(
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             batch = tokenizer(
-                [prompt_text(tokenizer, ex) for ex in chunk],
+                [prompt_text(task, tokenizer, ex) for ex in chunk],
                 add_special_tokens=False,
                 padding=True,
                 return_tensors="pt",
@@ -227,7 +235,7 @@ def generate(
             # nn.Module.__getattr__ hides `generate` from mypy on the union type.
             out = model.generate(  # type: ignore[operator]
                 **batch,
-                max_new_tokens=MAX_NEW_TOKENS,
+                max_new_tokens=task.max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
@@ -239,25 +247,27 @@ def generate(
 
 
 def evaluate(
+    task: Task,
     model: PreTrainedModel | PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
+    examples: Sequence[Any],
     label: str,
 ) -> tuple[int, list[str]]:
-    outputs = generate(model, tokenizer, examples, label)
-    correct = score(list(examples), outputs)
+    outputs = generate(task, model, tokenizer, examples, label)
+    correct = task.score(examples, outputs)
     console.print(f"[bold]{label}[/]: {correct}/{len(examples)} held-out exact matches")
     return correct, outputs
 
 
 def train(
+    task: Task,
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     cfg: TrainConfig,
 ) -> float:
     """Run the optimizer loop; returns the last step's loss."""
     # Fresh sentences for every step: the run never sees the same batch twice.
-    examples = make_examples(cfg.steps * cfg.batch_size, "train", cfg.seed)
+    examples = task.make_examples(cfg.steps * cfg.batch_size, "train", cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     # Linear decay to zero: a high constant rate is what makes 20-40 steps enough,
@@ -274,7 +284,7 @@ def train(
         task_id = progress.add_task("Training", total=cfg.steps, loss=math.nan)
         for step in range(cfg.steps):
             start = step * cfg.batch_size
-            batch = collate(tokenizer, examples[start : start + cfg.batch_size])
+            batch = collate(task, tokenizer, examples[start : start + cfg.batch_size])
             loss = model(**batch).loss
             loss.backward()
             optimizer.step()
@@ -310,25 +320,26 @@ def save_bf16(model: PeftModel, out: Path) -> Path:
     return path
 
 
+def adapter_name(task: Task, method: str) -> str:
+    return task.adapter + METHODS[method][1]
+
+
 def write_readme(
-    out: Path, cfg: TrainConfig, results: dict[str, int], eval_n: int, seconds: float,
-    size: int, example: Example, base_answer: str, adapter_answer: str,
+    task: Task, out: Path, cfg: TrainConfig, results: dict[str, int], eval_n: int,
+    seconds: float, size: int, example: Any, base_answer: str, adapter_answer: str,
 ) -> None:
     """Adapter card with the numbers of the run that produced these weights."""
-    peft_type, name, _ = METHODS[cfg.method]
+    peft_type = METHODS[cfg.method][0]
+    name = adapter_name(task, cfg.method)
     base_row = f"{results['base_fp32']}/{eval_n} | {results['base_bf16']}/{eval_n}"
     adapter_row = f"{results['adapter_fp32']}/{eval_n} | {results['adapter_bf16']}/{eval_n}"
     text = f"""# {name}
 
-{peft_type} adapter for `{BASE_MODEL_ID}` that reads one English sentence
-about a person and answers with compact JSON: `{{"name": ..., "city": ..., "age": ...}}`.
+{peft_type} adapter for `{BASE_MODEL_ID}` that {task.card}
 
-Task, data and scorer: `examples/extract_person/task.py`. Held-out sentences use
-first names and sentence templates that never occur in training. A reply counts
-only if it parses as JSON (a Markdown code fence around it is allowed) and equals
-the expected object exactly, age as a number.
+Task, data and scorer: `examples/tasks/{task.name}.py`.
 
-## Score (greedy, {eval_n} held-out sentences)
+## Score (greedy, {eval_n} held-out examples)
 
 | model               | fp32 | bf16 |
 |---------------------|------|------|
@@ -343,7 +354,7 @@ on a bf16 base, the form the server runs it in by default.
 User message:
 
 ```
-{user_message(example.sentence)}
+{task.user_message(example)}
 ```
 
 Base model:
@@ -363,10 +374,10 @@ With this adapter:
 {cfg.describe()}; {cfg.steps} steps of batch
 {cfg.batch_size}, AdamW lr {cfg.lr:g} with linear decay, seed {cfg.seed}, float32 on CPU
 ({seconds:.0f} s on a shared 2-core box). Loss only on the answer tokens and the
-end-of-turn token, so generation stops after the JSON. Weights saved in bf16
+end-of-turn token, so generation stops after the answer. Weights saved in bf16
 ({size / 1024:.0f} KiB).
 
-Retrain: `python examples/extract_person/train.py --method {cfg.method}` (see
+Retrain: `python examples/train.py --task {task.name} --method {cfg.method}` (see
 `examples/README.md`).
 """
     (out / "README.md").write_text(text)
@@ -374,8 +385,9 @@ Retrain: `python examples/extract_person/train.py --method {cfg.method}` (see
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    _, name, default_lr = METHODS[args.method]
-    out = args.out or ADAPTERS_DIR / name
+    task = load(args.task)
+    default_lr = METHODS[args.method][2]
+    out = args.out or ADAPTERS_DIR / adapter_name(task, args.method)
     cfg = TrainConfig(
         method=args.method,
         steps=args.steps,
@@ -391,21 +403,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     model_dir = resolve_model_dir(args.model_dir)
     console.print(f"Base model: {model_dir}")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    heldout = make_examples(args.eval_n, "heldout", cfg.seed)
-    check_template(tokenizer, heldout[0])
+    heldout = task.make_examples(args.eval_n, "heldout", cfg.seed)
+    check_template(task, tokenizer, heldout[0])
     results: dict[str, int] = {}
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    results["base_fp32"], base_outputs = evaluate(model, tokenizer, heldout, "base fp32")
+    results["base_fp32"], base_outputs = evaluate(task, model, tokenizer, heldout, "base fp32")
 
     peft_model = get_peft_model(model, cfg.peft_config())
     trainable, total = peft_model.get_nb_trainable_parameters()
     console.print(f"Trainable parameters: {trainable:,} of {total:,}")
     started = time.perf_counter()
-    final_loss = train(peft_model, tokenizer, cfg)
+    final_loss = train(task, peft_model, tokenizer, cfg)
     seconds = time.perf_counter() - started
     console.print(f"Trained {cfg.steps} steps in {seconds:.1f} s, final loss {final_loss:.4f}")
-    results["adapter_fp32"], _ = evaluate(peft_model, tokenizer, heldout, "adapter fp32")
+    results["adapter_fp32"], _ = evaluate(task, peft_model, tokenizer, heldout, "adapter fp32")
 
     path = save_bf16(peft_model, out)
     size = path.stat().st_size
@@ -415,15 +427,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Re-score exactly what was written, in the server's default dtype. The adapter
     # is kept in bf16 (PEFT would upcast it to fp32 by default) to match vLLM.
     base16 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
-    results["base_bf16"], _ = evaluate(base16, tokenizer, heldout, "base bf16")
+    results["base_bf16"], _ = evaluate(task, base16, tokenizer, heldout, "base bf16")
     adapted16 = PeftModel.from_pretrained(base16, str(out), autocast_adapter_dtype=False)
     results["adapter_bf16"], adapter_outputs = evaluate(
-        adapted16, tokenizer, heldout, "saved adapter bf16"
+        task, adapted16, tokenizer, heldout, "saved adapter bf16"
     )
 
-    write_readme(out, cfg, results, len(heldout), seconds, size,
+    write_readme(task, out, cfg, results, len(heldout), seconds, size,
                  heldout[0], base_outputs[0], adapter_outputs[0])
-    console.print_json(json.dumps({"method": cfg.method, "trainable_parameters": trainable,
+    console.print_json(json.dumps({"task": task.name, "method": cfg.method,
+                                   "trainable_parameters": trainable,
                                    "train_seconds": round(seconds, 1), "adapter_bytes": size,
                                    "heldout": len(heldout), **results}))
 

@@ -1,11 +1,12 @@
-"""Score the base model and the ``extract-person`` adapter through a running hotswap server.
+"""Score the base model and a demo-task adapter through a running hotswap server.
 
 Uses only the official ``openai`` client and the standard chat completions API,
 so it runs unchanged against hotswap, vLLM's own server or any compatible peer::
 
-    python examples/extract_person/evaluate.py --url http://127.0.0.1:8000/v1 -n 20
+    python examples/evaluate.py --url http://127.0.0.1:8000/v1 -n 20
+    python examples/evaluate.py --task route_ticket --adapter route-ticket-prompt
 
-The held-out sentences are the ones ``train.py`` scores with the same ``-n`` and
+The held-out examples are the ones ``train.py`` scores with the same ``-n`` and
 ``--seed``, so the numbers are comparable with the adapter's README.
 """
 
@@ -16,15 +17,13 @@ import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import openai
 from openai import OpenAI
 from rich.console import Console
 from rich.table import Table
-from task import Example, build_messages, is_correct, make_examples
-
-# As in train.py: ample for the ~20-token answer, a cap on a rambling base model.
-MAX_TOKENS = 48
+from tasks import NAMES, Task, load
 
 console = Console()
 
@@ -33,8 +32,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8000/v1", help="OpenAI base URL")
     p.add_argument("--base-model", default="SmolLM2-135M-Instruct", help="served base model name")
-    p.add_argument("--adapter", default="extract-person", help="served adapter name")
-    p.add_argument("-n", type=int, default=20, help="held-out sentences to score")
+    p.add_argument("--task", choices=NAMES, default="extract_person", help="demo task")
+    p.add_argument("--adapter", default=None,
+                   help="served adapter name (default: the task's LoRA, e.g. extract-person)")
+    p.add_argument("-n", type=int, default=20, help="held-out examples to score")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight per model")
     p.add_argument("--api-key", default=None,
@@ -43,21 +44,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def complete(client: OpenAI, model: str, example: Example) -> str:
+def complete(client: OpenAI, task: Task, model: str, example: Any) -> str:
     response = client.chat.completions.create(
         model=model,
-        messages=build_messages(example),  # type: ignore[arg-type]  # plain dicts are valid
+        messages=task.build_messages(example),  # type: ignore[arg-type]  # plain dicts are valid
         temperature=0,  # greedy, as train.py scores; makes runs repeatable
-        max_tokens=MAX_TOKENS,
+        max_tokens=task.max_new_tokens,
     )
     return response.choices[0].message.content or ""
 
 
 def run(
-    client: OpenAI, model: str, examples: Sequence[Example], concurrency: int
+    client: OpenAI, task: Task, model: str, examples: Sequence[Any], concurrency: int
 ) -> list[str]:
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(lambda ex: complete(client, model, ex), examples))
+        return list(pool.map(lambda ex: complete(client, task, model, ex), examples))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,17 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "OPENAI_API_KEY", "none"  # the client insists on a key; an open server ignores it
     )
     client = OpenAI(base_url=args.url, api_key=api_key, max_retries=0)
-    examples = make_examples(args.n, "heldout", args.seed)
+    task = load(args.task)
+    adapter = args.adapter or task.adapter
+    examples = task.make_examples(args.n, "heldout", args.seed)
 
-    table = Table(title=f"extract-person, {args.n} held-out sentences, temperature 0")
+    table = Table(title=f"{task.name}, {args.n} held-out examples, temperature 0")
     table.add_column("model")
     table.add_column("exact matches", justify="right")
     # One model at a time: each score then comes from requests for that model only,
     # which is what "base vs adapter" means.
-    for model in (args.base_model, args.adapter):
+    for model in (args.base_model, adapter):
         try:
             with console.status(f"Querying {model} at {args.url}"):
-                outputs = run(client, model, examples, args.concurrency)
+                outputs = run(client, task, model, examples, args.concurrency)
         except openai.APIConnectionError as exc:
             console.print(f"[red]Cannot reach {args.url} ({exc}) Is the server running?[/]")
             return 2
@@ -84,10 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[red]{model}: {exc.message}[/]")
             return 2
         wrong = [(ex, out) for ex, out in zip(examples, outputs, strict=True)
-                 if not is_correct(ex, out)]
+                 if not task.is_correct(ex, out)]
         table.add_row(model, f"{len(examples) - len(wrong)}/{len(examples)}")
         for ex, out in wrong[: args.show]:
-            console.print(f"[dim]{model} wrong on[/] {ex.sentence!r}\n"
+            console.print(f"[dim]{model} wrong on[/] {task.user_message(ex).splitlines()[-1]!r}\n"
                           f"  expected {ex.answer}\n  got      {out!r}")
     console.print(table)
     return 0

@@ -10,8 +10,7 @@ training split, so a high held-out score means the adapter learned to extract
 fields, not to recall sentences it was trained on. Cities and ages are shared:
 they are answer values, and holding them out too would only test spelling.
 
-Scripts in this folder import this module by its file name (``from task import``),
-which works because Python puts a script's own folder first on ``sys.path``.
+Described to train.py, evaluate.py and bench/ as ``TASK`` (see ``tasks/__init__.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from typing import Literal
+
+from tasks import Split, Task
 
 # One instruction string for training, evaluation, the README and any client, so
 # the adapter is always asked exactly what it was trained on.
@@ -27,8 +27,6 @@ INSTRUCTION = (
     "Extract the person's name, city and age from the sentence below. "
     'Reply with only a JSON object with the keys "name", "city" and "age".'
 )
-
-Split = Literal["train", "heldout"]
 
 # Many first names from many languages: with few names a small adapter memorises
 # them and then misspells unseen ones; with many it learns to copy the name.
@@ -178,8 +176,16 @@ def is_correct(example: Example, text: str) -> bool:
     return parse_answer(text) == example.expected
 
 
-def score(examples: list[Example], outputs: list[str]) -> int:
-    """Number of exact matches."""
-    if len(examples) != len(outputs):
-        raise ValueError(f"{len(examples)} examples but {len(outputs)} outputs")
-    return sum(is_correct(ex, out) for ex, out in zip(examples, outputs, strict=True))
+TASK = Task(
+    name="extract_person",
+    adapter="extract-person",
+    card=("reads one English sentence about a person and answers with compact JSON: "
+          '`{"name": ..., "city": ..., "age": ...}`. Held-out sentences use first names '
+          "and sentence templates that never occur in training. A reply counts only if it "
+          "parses as JSON (a Markdown code fence around it is allowed) and equals the "
+          "expected object exactly, age as a number."),
+    max_new_tokens=48,  # the answer is ~20 tokens
+    make_examples=make_examples,
+    build_messages=build_messages,
+    is_correct=is_correct,
+)
