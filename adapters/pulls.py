@@ -21,6 +21,7 @@ from .admission import AdmissionLimits, BaseModelSpec
 from .errors import AdapterError, disk_full_errors
 from .hub_cache import HubCache
 from .manifest import Manifest
+from .metrics import HUB_PULL_BYTES, HUB_PULLS, timed
 from .sources import hub
 from .sources.hub import HubRef, ProgressFn
 from .store import Store
@@ -107,14 +108,22 @@ class HubPuller:
         a full disk, a refusal) nothing is visible and nothing of it stays in ``tmp/``."""
         # The record's space is taken before the ref moves (HubCache.recording); the
         # disk-full mapping is outermost so that the staging dir's creation is covered.
-        with (disk_full_errors("downloading from the hub"),
-              self._cache.recording(name, tag) as note, self._store.staging() as staged):
-            commit = hub.download(href, staged, self._limits, token=self._token,
-                                  endpoint=self._endpoint, on_progress=on_progress)
-            manifest = self._store.add(staged, name=name, tag=tag,
-                                       source=f"hub:{href.repo_id}@{commit}", spec=spec,
-                                       limits=self._limits)
-            note(manifest.digest)
+        try:
+            with (disk_full_errors("downloading from the hub"),
+                  self._cache.recording(name, tag) as note, self._store.staging() as staged):
+                with timed("fetch", "hub"):
+                    commit = hub.download(href, staged, self._limits, token=self._token,
+                                          endpoint=self._endpoint, on_progress=on_progress)
+                with timed("admission", "hub"):
+                    manifest = self._store.add(staged, name=name, tag=tag,
+                                               source=f"hub:{href.repo_id}@{commit}",
+                                               spec=spec, limits=self._limits)
+                note(manifest.digest)
+        except AdapterError as exc:
+            HUB_PULLS.labels(exc.code).inc()
+            raise
+        HUB_PULLS.labels("ok").inc()
+        HUB_PULL_BYTES.inc(manifest.size_bytes)
         return manifest
 
     def _enforce_budget(self) -> bool:

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .hub_cache import HubCache
 from .manifest import Manifest, is_source
+from .metrics import timed
 from .names import (
     DEFAULT_TAG,
     HUB_NAME_SEPARATOR,
@@ -254,7 +255,8 @@ class AdapterService:
 
         def work() -> Manifest:
             # Outermost, so the staging dir's own creation is covered too.
-            with disk_full_errors("copying the adapter in"), self._store.staging() as staged:
+            with (disk_full_errors("copying the adapter in"), self._store.staging() as staged,
+                  timed("admission", "path")):
                 import_dir(src, staged, self.limits)
                 manifest = self._store.add(staged, name=name, tag=tag, source=source,
                                            spec=spec, limits=self.limits)
@@ -275,13 +277,13 @@ class AdapterService:
             raise TooManyUploads(f"{options.max_uploads} uploads are running; retry shortly")
         self._uploads += 1
         try:
-            with disk_full_errors("receiving the upload"):
+            with disk_full_errors("receiving the upload"), timed("fetch", "upload"):
                 spooled = await spool(body, self._store.root / "tmp",
                                       self.limits.max_total_bytes, options.upload_idle_timeout_s)
 
             def work() -> Manifest:
                 with (disk_full_errors("unpacking the upload"), spooled,
-                      self._store.staging() as staged):
+                      self._store.staging() as staged, timed("admission", "upload")):
                     extract_archive(spooled, staged, self.limits)
                     self._check_budget(staged)
                     manifest = self._store.add(staged, name=name, tag=tag, source="upload",

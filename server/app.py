@@ -29,6 +29,7 @@ from .errors import install_error_handlers
 from .guards import UPLOAD_PATH, RequestGuard
 from .lifecycle import DrainGate, watch_engine
 from .limits import RequestLimits
+from .metrics.scrape import Scraper
 from .openai.routers import ROUTERS
 from .serving.models import ServedModels
 from .serving.table import ServingTable
@@ -104,6 +105,7 @@ def create_app(
     app.state.hotswap = state
     app.state.hotswap_keys = security.keys
     app.state.hotswap_metrics_auth = security.metrics_auth
+    app.state.hotswap_scraper = Scraper()
     install_error_handlers(app)
     # The auth stage runs before every API route: reading needs the inference scope,
     # changing adapters the admin scope. /health and /ready stay open (probes carry no

@@ -20,6 +20,7 @@ from .config import Settings
 from .flags import settings_command
 from .key_policy import load_policy
 from .limits import LimitSettings
+from .metrics.requests import LABELS as METRIC_LABELS
 from .model_prep import BUNDLED_MODEL_NAME, ModelPreparationError, prepare_bundled_model
 
 app = typer.Typer(
@@ -117,6 +118,7 @@ def serve(settings: Settings) -> None:
     )
     security = _security(settings)
     limits = settings.request_limits(keys=len(security.keys))
+    METRIC_LABELS.set_limit(settings.metrics_max_adapters)
     app_ = create_app(start_engine, service, settings.startup_adapters(), security, limits)
     log.info("listening on http://%s:%d (model %s loading)", settings.host, settings.port,
              served_name)

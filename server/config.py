@@ -248,6 +248,12 @@ class Settings(LimitSettings, BaseSettings):
         default=False, description="Require a key with the metrics scope for GET /metrics "
         "(admin keys, or metrics:KEY lines of --api-key-file): its labels name adapters."
     )
+    metrics_max_adapters: int = Field(
+        default=100, ge=1, le=10_000,
+        description="Adapters with their own adapter label value on /metrics, first served "
+        "first; later ones are counted as adapter=\"other\" (bounds Prometheus series).",
+        json_schema_extra={"metavar": "N"},
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of hotswap and uvicorn."
     )

@@ -241,27 +241,36 @@ async def send_error(send: Send, err: HotswapError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def from_exception(exc: BaseException) -> HotswapError:
-    """Classify any exception; unknown ones become an opaque 500 (logged with traceback)."""
+def classify(exc: BaseException) -> HotswapError:
+    """The client-facing error of any exception (unknown ones: an opaque 500); logs
+    nothing, so metrics may ask too."""
     if isinstance(exc, HotswapError):
         return exc
     if isinstance(exc, reg.AdapterError):
-        status = registry_status(exc)
-        if status == 502:
-            log.warning("upstream failure: %s", exc)  # the hub's fault: no traceback
-        elif status == 507:
-            log.error("adapter store full: %s (%s)", exc, exc.__cause__)  # no traceback
-        elif status >= 500:
-            log.error("registry error", exc_info=exc)
-        return RegistryError(exc, status)
+        return RegistryError(exc, registry_status(exc))
     if isinstance(exc, EngineRequestError):
         return InvalidRequest(str(exc))
     if isinstance(exc, AdapterLoadError):
         return AdapterUnloadable(str(exc))
     if isinstance(exc, EngineError):
         return EngineUnavailable(f"engine error: {exc}")
-    log.error("unhandled error", exc_info=exc)
     return HotswapError("internal server error")
+
+
+def from_exception(exc: BaseException) -> HotswapError:
+    """:func:`classify`, logged: server-side failures with their cause, unknown ones
+    with a traceback."""
+    err = classify(exc)
+    if isinstance(exc, reg.AdapterError):
+        if err.status == 502:
+            log.warning("upstream failure: %s", exc)  # the hub's fault: no traceback
+        elif err.status == 507:
+            log.error("adapter store full: %s (%s)", exc, exc.__cause__)  # no traceback
+        elif err.status >= 500:
+            log.error("registry error", exc_info=exc)
+    elif not isinstance(exc, HotswapError | EngineError | EngineRequestError):
+        log.error("unhandled error", exc_info=exc)
+    return err
 
 
 #: Type names pydantic puts in an error's location for the member of a union it tried.

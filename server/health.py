@@ -6,13 +6,13 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from .admin.responses import Responses, errors, json_errors
 from .auth import Scope, authenticate, require
 from .deps import StateDep
 from .engine.interface import EngineError
+from .metrics.scrape import CONTENT_TYPE, Scraper
 
 #: Probes carry no key and skip the drain gate: only the guard's refusals apply to them.
 GUARD = (400, 421)
@@ -90,7 +90,9 @@ async def ready(state: StateDep) -> JSONResponse:
 
 @router.get("/metrics", responses=METRICS, response_class=Response,
             summary="Prometheus metrics (hotswap_* and the engine's vllm:*)")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, state: StateDep) -> Response:
     if request.app.state.hotswap_metrics_auth:
         await _metrics_scope(await authenticate(request))  # --metrics-auth
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    scraper: Scraper = request.app.state.hotswap_scraper
+    body = await scraper.render(state.serving)
+    return Response(body, media_type=CONTENT_TYPE)

@@ -91,6 +91,9 @@ class GenerationStep:
     prompt_tokens: int
     choices: list[ChoiceDelta] = field(default_factory=list)
     finished: bool = False
+    #: On the last step, when the engine tracks it: seconds from entering the engine's
+    #: queue to first being scheduled.
+    queued_s: float | None = None
 
 
 class PromptTooLong(ValueError):

@@ -372,10 +372,17 @@ def _to_step(out: RequestOutput, prompt_tokens: int) -> GenerationStep:
         # K/V could not be written, plugins/prefix_kv.py): this request fails, the
         # engine serves on.
         raise EngineError("the engine could not serve this request (see the server log)")
+    queued_s = None
+    stats = out.metrics if out.finished else None
+    # Engine-core monotonic stamps (one clock for all processes on a host); 0 = unset.
+    queued, scheduled = getattr(stats, "queued_ts", None), getattr(stats, "scheduled_ts", None)
+    if queued and scheduled:
+        queued_s = float(scheduled - queued)
     return GenerationStep(
         prompt_tokens=prompt_tokens,
         choices=[_to_delta(c) for c in out.outputs],
         finished=out.finished,
+        queued_s=queued_s,
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from ..engine.interface import AdapterSpec, ChoiceDelta, Engine, SamplingSpec
-from ..metrics import IN_FLIGHT, REQUESTS, model_label
+from ..metrics.requests import IN_FLIGHT, EngineRequestTimer
 from .prompts import Prompt
 
 T = TypeVar("T")
@@ -37,27 +37,35 @@ async def generate(
     prompts: list[Prompt],
     sampling: SamplingSpec,
     adapter: AdapterSpec | None,
+    labels: tuple[str, str],
 ) -> AsyncGenerator[Output | PromptTokens, None]:
-    """Run all prompts concurrently; closing this aborts every engine request."""
+    """Run all prompts concurrently; closing this aborts every engine request.
+    ``labels``: the request's ``(adapter, type)`` metric labels."""
     n = sampling.n
     # Greedy decoding makes every choice identical: vLLM refuses n > 1 there, OpenAI
     # answers n copies. Generate once and copy, which is also n times cheaper.
     copies = n if sampling.temperature == 0 and n > 1 else 1
     engine_sampling = replace(sampling, n=1) if copies > 1 else sampling
 
-    label = model_label(adapter.name if adapter else "base")
-
     async def one(no: int, prompt: Prompt) -> AsyncGenerator[Output | PromptTokens, None]:
         announced = False
         outcome = "error"
-        IN_FLIGHT.labels(label).inc()
+        prompt_tokens = returned = 0
+        queued_s: float | None = None
+        timer = EngineRequestTimer(*labels)
+        IN_FLIGHT.labels(*labels).inc()
         try:
             async for step in engine.generate(
                 f"{request_id}-{no}", prompt.token_ids, engine_sampling, adapter
             ):
                 if not announced:
                     announced = True
+                    prompt_tokens = step.prompt_tokens  # usage counts a prompt once
                     yield PromptTokens(step.prompt_tokens)
+                new = sum(len(choice.token_ids) for choice in step.choices)
+                timer.tokens(new)
+                returned += new * copies
+                queued_s = step.queued_s if step.queued_s is not None else queued_s
                 for choice in step.choices:
                     for copy in range(copies):
                         local = copy if copies > 1 else choice.index
@@ -67,8 +75,9 @@ async def generate(
             outcome = "aborted"
             raise
         finally:
-            IN_FLIGHT.labels(label).dec()
-            REQUESTS.labels(label, outcome).inc()
+            IN_FLIGHT.labels(*labels).dec()
+            timer.finish(prompt_tokens=prompt_tokens, returned_tokens=returned,
+                         outcome=outcome, queued_s=queued_s)
 
     async for item in merge([one(no, p) for no, p in enumerate(prompts)]):
         yield item

@@ -40,8 +40,10 @@ from starlette.types import Receive
 from ..auth import Principal
 from ..deps import AppState, ServingDep, StateDep
 from ..engine.interface import SamplingSpec, Tokenizer
-from ..errors import ClientDisconnected, InvalidRequest
+from ..errors import ClientDisconnected, InvalidRequest, classify
 from ..limits import RequestLimits
+from ..metrics.labels import BASE
+from ..metrics.requests import LABELS, record_request
 from ..serving.table import Lease
 from .accumulate import Accumulator, ChoiceState
 from .generate import Output, PromptTokens, generate
@@ -75,6 +77,8 @@ class Endpoint(ABC, Generic[R]):
     id_prefix: ClassVar[str]
     #: The field that holds the prompts (named in refusals).
     prompt_param: ClassVar[str]
+    #: The ``endpoint`` label of its metrics ("chat", "completions").
+    metric_name: ClassVar[str]
 
     @abstractmethod
     def check(self, req: R) -> None:
@@ -123,6 +127,23 @@ class Pipeline:
 
     async def serve(self, endpoint: Endpoint[R], req: R, principal: Principal
                     ) -> BaseModel | SSEResponse:
+        """The answer, counted per adapter and status class once it is known (for a
+        stream: when its 200 goes out)."""
+        labels: list[tuple[str, str]] = []  # set by _serve once ``model`` is resolved
+        try:
+            answer = await self._serve(endpoint, req, principal, labels)
+        except BaseException as exc:
+            # CancelledError and the like: the client went away (nginx's 499).
+            status = classify(exc).status if isinstance(exc, Exception) else 499
+            fallback = (BASE, BASE) if req.model == self._models.base_name else (
+                LABELS.existing(req.model))
+            record_request(labels[0] if labels else fallback, endpoint.metric_name, status)
+            raise
+        record_request(labels[0], endpoint.metric_name, 200)
+        return answer
+
+    async def _serve(self, endpoint: Endpoint[R], req: R, principal: Principal,
+                     labels: list[tuple[str, str]]) -> BaseModel | SSEResponse:
         limits = self._state.limits
         # validate: the shape, then the slots, then the CPU work (in the tokenizer's thread)
         endpoint.check(req)
@@ -153,12 +174,15 @@ class Pipeline:
             sampling = sampling_with(0)
             # resolve, hold
             adapter = await self._models.resolve(req.model, principal)
+            labels.append(LABELS.of(None if adapter is None else req.model,
+                                    BASE if adapter is None else adapter.kind))
             if adapter is not None and adapter.num_virtual_tokens:
                 sampling = sampling_with(adapter.num_virtual_tokens)
             lease = await self._table.acquire(adapter)
             call = Call(req, f"{endpoint.id_prefix}-{uuid.uuid4().hex}", int(time.time()),
                         prompts)
-            outputs = generate(self._engine, call.request_id, prompts, sampling, adapter)
+            outputs = generate(self._engine, call.request_id, prompts, sampling, adapter,
+                               labels[0])
             acc = Accumulator(call.num_choices)
             if not req.stream:
                 await self._unless_gone(_collect(outputs, acc))

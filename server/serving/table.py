@@ -30,6 +30,7 @@ import dataclasses
 import enum
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from ..engine.interface import (
     Engine,
     EngineError,
 )
+from ..metrics.adapters import record_load, record_load_failure, record_unload
 from .residency import Residencies
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,14 @@ class ServingTable:
         return {r.digest for r in self._records.values()
                 if r.in_flight or r.state in engine_held}
 
+    def specs(self) -> list[AdapterSpec]:
+        """The spec of every live record (retiring ones included)."""
+        return [r.spec for r in self._records.values()]
+
+    def running_names(self) -> set[str]:
+        """Names of the adapters requests hold now."""
+        return {r.spec.name for r in self._records.values() if r.in_flight}
+
     @property
     def requests_in_flight(self) -> int:
         """Adapter requests running now (base-model requests are not counted)."""
@@ -183,6 +193,7 @@ class ServingTable:
         await self._engine.remove_adapter(record.spec)
         if record.state is not AdapterState.RETIRING:
             record.state = AdapterState.STORED
+        record_unload(spec, "unload")
         log.info("unloaded adapter %s (id %d)", spec.name, spec.engine_id)
 
     async def retire(self, digests: set[str]) -> None:
@@ -224,9 +235,12 @@ class ServingTable:
         await asyncio.shield(record.loading)
 
     async def _load(self, record: AdapterRecord, spec: AdapterSpec) -> None:
+        started = time.perf_counter()
         try:
             await self._engine.add_adapter(spec)
         except Exception as exc:
+            record_load_failure(spec, "rejected" if isinstance(exc, AdapterLoadError)
+                                else "engine" if isinstance(exc, EngineError) else "internal")
             if record.state is AdapterState.LOADING:
                 record.state, record.error = AdapterState.FAILED, str(exc)
             log.warning("loading adapter %s (id %d) failed: %s", spec.name, spec.engine_id,
@@ -239,6 +253,7 @@ class ServingTable:
         else:
             if record.state is AdapterState.LOADING:
                 record.state, record.error = AdapterState.RESIDENT, None
+            record_load(spec, time.perf_counter() - started)
             log.info("loaded adapter %s (id %d)", spec.name, spec.engine_id)
         finally:
             record.loading = None
@@ -260,4 +275,5 @@ class ServingTable:
             del self._records[record.spec.engine_id]
         if record.state in (AdapterState.RESIDENT, AdapterState.RETIRING):
             await self._engine.remove_adapter(record.spec)
+            record_unload(record.spec, "retired")
             log.info("unloaded adapter %s (id %d)", record.spec.name, record.spec.engine_id)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support.fake_hub import FakeHub, serving
 from support.peft_ref import make_lora_adapter
+from support.prometheus import Prometheus, find_prometheus
 from support.server import ServerInfo, running_server
 
 HUB_OWNER = "testorg"
@@ -65,3 +66,8 @@ def server(base_model_dir: Path, lora_adapters: dict[str, Path], fake_hub: FakeH
                             import_root=import_root, api_key=SESSION_KEY) as info:
             env.undo()  # only the server needed it
             yield info
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Prometheus:
+    return Prometheus(find_prometheus())

@@ -108,7 +108,7 @@ def test_health_answers_fast_while_heavy_requests_run(server: ServerInfo) -> Non
 
 def test_nonstreaming_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
     def aborted() -> float:
-        return metric(server, "hotswap_engine_requests_total", model="lora-b",
+        return metric(server, "hotswap_engine_requests_total", adapter="lora-b",
                       outcome="aborted")
 
     before = aborted()
@@ -120,4 +120,4 @@ def test_nonstreaming_client_disconnect_aborts_engine_request(server: ServerInfo
                    timeout=httpx.Timeout(2.0))
     assert wait_for(lambda: aborted() == before + 1, 10), "the engine request ran on"
     assert wait_for(lambda: metric(server, "vllm:num_requests_running") == 0, 10)
-    assert metric(server, "hotswap_engine_requests_in_flight", model="lora-b") == 0
+    assert metric(server, "hotswap_engine_requests_in_flight", adapter="lora-b") == 0

@@ -119,7 +119,7 @@ def test_context_too_long_is_400(server: ServerInfo) -> None:
 
 def test_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
     def aborted() -> float:
-        return metric(server, "hotswap_engine_requests_total", model="lora-a",
+        return metric(server, "hotswap_engine_requests_total", adapter="lora-a",
                        outcome="aborted")
 
     before = aborted()
@@ -137,7 +137,7 @@ def test_client_disconnect_aborts_engine_request(server: ServerInfo) -> None:
     # request this fast, and vLLM's own gauge shows the engine idle again.
     assert wait_for(lambda: metric(server, "vllm:num_requests_running") == 0, 10)
     assert aborted() == before + 1
-    assert metric(server, "hotswap_engine_requests_in_flight", model="lora-a") == 0
+    assert metric(server, "hotswap_engine_requests_in_flight", adapter="lora-a") == 0
 
 
 async def test_concurrent_requests_all_complete(server: ServerInfo) -> None:

@@ -31,6 +31,7 @@ ChatCall = Call[ChatCompletionRequest]
 class ChatEndpoint(Endpoint[ChatCompletionRequest]):
     id_prefix = "chatcmpl"
     prompt_param = "messages"
+    metric_name = "chat"
 
     def check(self, req: ChatCompletionRequest) -> None:
         if req.tools:

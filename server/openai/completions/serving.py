@@ -27,6 +27,7 @@ CompletionCall = Call[CompletionRequest]
 class CompletionsEndpoint(Endpoint[CompletionRequest]):
     id_prefix = "cmpl"
     prompt_param = "prompt"
+    metric_name = "completions"
 
     def check(self, req: CompletionRequest) -> None:
         if req.suffix:
