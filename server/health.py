@@ -94,5 +94,5 @@ async def metrics(request: Request, state: StateDep) -> Response:
     if request.app.state.hotswap_metrics_auth:
         await _metrics_scope(await authenticate(request))  # --metrics-auth
     scraper: Scraper = request.app.state.hotswap_scraper
-    body = await scraper.render(state.serving)
+    body = await scraper.render(state)
     return Response(body, media_type=CONTENT_TYPE)

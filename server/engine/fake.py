@@ -67,6 +67,10 @@ class FakeEngine:
         return self._max_model_len
 
     @property
+    def max_loras(self) -> int:
+        return 4
+
+    @property
     def tokenizer(self) -> CharTokenizer:
         return self._tokenizer
 

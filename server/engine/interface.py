@@ -146,6 +146,11 @@ class Engine(Protocol):
     def max_model_len(self) -> int: ...
 
     @property
+    def max_loras(self) -> int:
+        """LoRA adapters one batch can use (device slots)."""
+        ...
+
+    @property
     def tokenizer(self) -> Tokenizer: ...
 
     def generate(

@@ -191,6 +191,10 @@ class VllmEngine:
         return self._max_model_len
 
     @property
+    def max_loras(self) -> int:
+        return self._options.max_loras
+
+    @property
     def tokenizer(self) -> HfTokenizer:
         return self._tokenizer
 

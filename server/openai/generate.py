@@ -62,9 +62,9 @@ async def generate(
                     announced = True
                     prompt_tokens = step.prompt_tokens  # usage counts a prompt once
                     yield PromptTokens(step.prompt_tokens)
-                new = sum(len(choice.token_ids) for choice in step.choices)
-                timer.tokens(new)
-                returned += new * copies
+                for choice in step.choices:
+                    timer.tokens(choice.index, len(choice.token_ids))
+                    returned += len(choice.token_ids) * copies
                 queued_s = step.queued_s if step.queued_s is not None else queued_s
                 for choice in step.choices:
                     for copy in range(copies):

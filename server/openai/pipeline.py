@@ -136,7 +136,7 @@ class Pipeline:
             # CancelledError and the like: the client went away (nginx's 499).
             status = classify(exc).status if isinstance(exc, Exception) else 499
             fallback = (BASE, BASE) if req.model == self._models.base_name else (
-                LABELS.existing(req.model))
+                LABELS.existing(req.model.split(":", 1)[0]))  # name:tag -> name
             record_request(labels[0] if labels else fallback, endpoint.metric_name, status)
             raise
         record_request(labels[0], endpoint.metric_name, 200)
@@ -174,7 +174,9 @@ class Pipeline:
             sampling = sampling_with(0)
             # resolve, hold
             adapter = await self._models.resolve(req.model, principal)
-            labels.append(LABELS.of(None if adapter is None else req.model,
+            # The adapter's name, not the string sent: hub ids match in any case, and
+            # every tag of an adapter shares its label (bounded by adapter names).
+            labels.append(LABELS.of(None if adapter is None else adapter.name,
                                     BASE if adapter is None else adapter.kind))
             if adapter is not None and adapter.num_virtual_tokens:
                 sampling = sampling_with(adapter.num_virtual_tokens)
@@ -198,6 +200,10 @@ class Pipeline:
 
         async def close() -> None:
             await stream.aclose()
+            # A stream whose body never started never entered ``primed``'s wrapper, so
+            # closing that does not reach the engine requests: close them too (no-op
+            # when already closed).
+            await outputs.aclose()
             await held.release()
             slots.release()
 

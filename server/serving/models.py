@@ -21,7 +21,6 @@ from ...adapters.service import AdapterService
 from ..auth import Principal
 from ..engine.interface import AdapterSpec
 from ..errors import ModelNotFound
-from ..metrics.requests import forget_adapter
 from .table import ServingTable
 
 
@@ -82,5 +81,4 @@ class ServedModels:
         versions nothing else points at (now, or when their last running request ends)."""
         digests = await self._service.delete(ref)
         await self._table.retire(digests - await self._service.referenced())
-        forget_adapter(ref)  # its series go, its label value is free again
         await self._service.collect()  # files of versions nothing uses any more

@@ -139,13 +139,21 @@ class ServingTable:
         return {r.digest for r in self._records.values()
                 if r.in_flight or r.state in engine_held}
 
-    def specs(self) -> list[AdapterSpec]:
-        """The spec of every live record (retiring ones included)."""
-        return [r.spec for r in self._records.values()]
+    def known_specs(self) -> list[AdapterSpec]:
+        """The first spec of every engine id this process has given (dropped ones too)."""
+        return [spec for spec, _ in self._specs.values()]
 
-    def running_names(self) -> set[str]:
-        """Names of the adapters requests hold now."""
-        return {r.spec.name for r in self._records.values() if r.in_flight}
+    def engine_id_of(self, digest: str) -> int | None:
+        """A version's engine id, without creating a record (None: never given one)."""
+        return self._ids.get(digest)
+
+    def ids_in_flight(self) -> set[int]:
+        """Engine ids requests hold now."""
+        return {r.spec.engine_id for r in self._records.values() if r.in_flight}
+
+    def names_in_use(self) -> set[str]:
+        """Adapter names of live records (requests may still run on them)."""
+        return {r.spec.name for r in self._records.values()}
 
     @property
     def requests_in_flight(self) -> int:
@@ -191,9 +199,10 @@ class ServingTable:
         """Drop from engine memory; it stays stored and reloads on its next request."""
         record = self._record(spec)
         await self._engine.remove_adapter(record.spec)
+        if record.state is AdapterState.RESIDENT:
+            record_unload(spec, "unload")  # not for what was never loaded
         if record.state is not AdapterState.RETIRING:
             record.state = AdapterState.STORED
-        record_unload(spec, "unload")
         log.info("unloaded adapter %s (id %d)", spec.name, spec.engine_id)
 
     async def retire(self, digests: set[str]) -> None:

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 
 import httpx
 import pytest
 from support.metrics import sample, samples, scrape
+from support.monitoring import dashboard_queries
 from support.prometheus import Prometheus
 from support.server import ServerInfo
 
 pytestmark = pytest.mark.engine
+
+#: What Grafana substitutes before a dashboard query reaches Prometheus.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$job": ".*", "$adapter": ".*"}
+SERIES_NAME = re.compile(r"\b(hotswap_[a-z0-9_]+|vllm:[a-z0-9_]+)")
 
 #: (model, requests) of the known traffic: two adapters and the base model.
 TRAFFIC = (("lora-a", 3), ("lora-b", 2))
@@ -88,7 +94,8 @@ def test_routing_series_name_adapters_as_clients_do(server: ServerInfo) -> None:
     _traffic(server)
     text = scrape(server)
     vllm_info = samples(text, "vllm:lora_requests_info")
-    assert vllm_info, "vLLM's lora info series is missing"
+    # vLLM's newest sample (idle now) and its newest busy one, nothing older.
+    assert 1 <= len(vllm_info) <= 2, vllm_info
     ran: set[str] = set()
     for labels, _ in vllm_info:
         for key in ("running_lora_adapters", "waiting_lora_adapters"):
@@ -96,15 +103,17 @@ def test_routing_series_name_adapters_as_clients_do(server: ServerInfo) -> None:
             assert not any(n.startswith("hotswap-") for n in names), labels
             ran |= names
         assert labels["max_lora"] == "4"
-    assert {"lora-a", "lora-b"} <= ran
+    assert "lora-b" in ran  # the last adapter the traffic used
     (ours,) = samples(text, "hotswap_lora_requests_info")
     labels, value = ours
     assert abs(value - time.time()) < 60
     resident = set(labels["resident_lora_adapters"].split(","))
     assert {"lora-a", "lora-b"} <= resident
     # Warm in a device slot (max-loras 4 > 2 adapters used): "running" for a router.
-    assert {"lora-a", "lora-b"} <= set(labels["running_lora_adapters"].split(","))
-    assert labels["max_lora"] == "4"
+    running = set(labels["running_lora_adapters"].split(","))
+    assert {"lora-a", "lora-b"} <= running
+    # Device slots, plus one per listed name that takes none (aliases of a version).
+    assert int(labels["max_lora"]) >= 4
     # The contract the endpoint picker reads is all there.
     for name in ("vllm:num_requests_waiting", "vllm:num_requests_running",
                  "vllm:kv_cache_usage_perc", "vllm:cache_config_info"):
@@ -117,10 +126,10 @@ def test_prometheus_scrapes_and_answers_promql(server: ServerInfo,
         assert prom.wait_up(60), "Prometheus never scraped the server"
         usages = _traffic(server)
         expected = sample(scrape(server), "hotswap_requests_total", adapter="lora-a")
-        # Two scrape intervals after the traffic: the newest sample includes all of it.
-        prom.wait_for_scrape_after(time.time())
-        got = prom.query('sum(hotswap_requests_total{adapter="lora-a"})')
-        assert got == expected and expected >= len(usages["lora-a"])
+        assert expected >= len(usages["lora-a"])
+        # A scrape that started after the traffic holds all of it.
+        assert prom.wait_for_value('sum(hotswap_requests_total{adapter="lora-a"})',
+                                   expected, seconds=30)
         by_adapter = prom.query_vector(
             "sum by (adapter) (hotswap_generation_tokens_total)")
         assert {"lora-a", "lora-b", "base"} <= set(by_adapter)
@@ -130,3 +139,13 @@ def test_prometheus_scrapes_and_answers_promql(server: ServerInfo,
         resident = prom.query_vector(
             'max by (adapter) (hotswap_adapter_residency{tier=~"gpu|cpu"})')
         assert resident.get("lora-a") == 1
+
+        # Every dashboard query runs, and names only series this server declares.
+        declared = scrape(server)
+        for expr in dashboard_queries():
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            prom.query_vector(expr)  # asserts status "success"
+            for name in SERIES_NAME.findall(expr):
+                family = name.removesuffix("_bucket")
+                assert f"# HELP {family} " in declared, (name, expr)

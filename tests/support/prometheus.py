@@ -7,7 +7,6 @@ fails, it is not skipped.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
@@ -15,7 +14,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -106,17 +104,14 @@ class RunningPrometheus:
             time.sleep(0.5)
         return False
 
-    def wait_for_scrape_after(self, moment: float, seconds: float = 30) -> None:
-        """Until a scrape has started (and so ended) after ``moment`` (epoch seconds)."""
+    def wait_for_value(self, promql: str, expected: float, seconds: float) -> bool:
+        """Until ``promql`` answers ``expected`` (scrapes land at their own pace)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            target = self._target()
-            last = str(target.get("lastScrape", "")) if target else ""
-            if target and target.get("health") == "up" and last and _epoch(last) > moment:
-                time.sleep(0.2)  # the samples are committed right after the scrape
-                return
+            if self.query(promql) == expected:
+                return True
             time.sleep(0.3)
-        raise AssertionError(f"no scrape after {moment} within {seconds}s")
+        return False
 
     def _query(self, promql: str) -> list[dict[str, object]]:
         resp = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
@@ -142,15 +137,6 @@ class RunningPrometheus:
             assert isinstance(metric, dict) and isinstance(value, list)
             out[str(metric.get(by, ""))] = float(value[1])
         return out
-
-
-def _epoch(rfc3339: str) -> float:
-    """Prometheus writes nanoseconds (``...:01.123456789Z``); datetime takes micro."""
-    m = re.fullmatch(r"(.{19})(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", rfc3339)
-    if m is None:
-        raise ValueError(f"not an RFC 3339 time: {rfc3339!r}")
-    zone = "+00:00" if m[3] == "Z" else m[3]
-    return datetime.fromisoformat(f"{m[1]}.{(m[2] or '0')[:6]:0<6}{zone}").timestamp()
 
 
 def find_prometheus() -> str:
