@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install prepare-model prometheus serve test lint bench bench-registry bench-peft-cost soak clean
+.PHONY: install prepare-model prometheus checkov serve test lint bench bench-registry bench-peft-cost soak clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -42,7 +42,18 @@ prometheus:
 	  $$SUDO apt-get install -y --no-install-recommends prometheus \
 	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends prometheus; }; }
 
-test: prepare-model prometheus
+# checkov (the Kubernetes and Dockerfile checks of tests/unit/deploy/) in a venv of its
+# own: its pins (packaging, networkx, boto3, ...) would downgrade the server's.
+CHECKOV_VENV := $(VENV)/checkov
+$(BIN)/checkov: | $(STAMP)
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30
+	ln -sf ../checkov/bin/checkov $(BIN)/checkov
+
+checkov: $(BIN)/checkov
+
+test: prepare-model prometheus checkov
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -21,7 +21,7 @@ from starlette.types import Scope
 from ..adapters.service import AdapterService, ServiceOptions
 from . import health
 from .admin import adapters, listing, vllm_compat
-from .auth import ADMIN, INFERENCE, Security
+from .auth import ADMIN, ADMIN_PORT, INFERENCE, Security
 from .body_limit import BodyLimit
 from .deps import AppState, Serving
 from .engine.interface import Engine
@@ -105,6 +105,7 @@ def create_app(
     app.state.hotswap = state
     app.state.hotswap_keys = security.keys
     app.state.hotswap_metrics_auth = security.metrics_auth
+    app.state.hotswap_admin_port = security.admin_port
     app.state.hotswap_scraper = Scraper()
     install_error_handlers(app)
     # The auth stage runs before every API route: reading needs the inference scope,
@@ -113,8 +114,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router, dependencies=[INFERENCE])
     app.include_router(listing.router, dependencies=[INFERENCE])
-    app.include_router(adapters.router, dependencies=[ADMIN])
-    app.include_router(vllm_compat.router, dependencies=[ADMIN])
+    app.include_router(adapters.router, dependencies=[ADMIN_PORT, ADMIN])
+    app.include_router(vllm_compat.router, dependencies=[ADMIN_PORT, ADMIN])
     app.include_router(health.router)
     # Outermost last: Host / origin / content type, then the drain gate (which counts the
     # request), then the body bounds.

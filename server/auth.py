@@ -24,7 +24,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .errors import InsufficientScope, InvalidApiKey, MissingApiKey, ModelNotFound, NameNotAllowed
+from .errors import (
+    AdminPortOnly,
+    InsufficientScope,
+    InvalidApiKey,
+    MissingApiKey,
+    ModelNotFound,
+    NameNotAllowed,
+)
 from .key_policy import ALLOW_ALL, KeyPolicy, Rule
 
 
@@ -170,9 +177,21 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     return check
 
 
-#: Router dependencies: any valid key (inference scope), and an admin key.
+async def on_admin_port(request: Request) -> None:
+    """Under ``--admin-port``, admin routes answer on that port only: the socket that
+    accepted the connection decides (never a header a client could set)."""
+    port: int | None = request.app.state.hotswap_admin_port
+    server = request.scope.get("server")
+    if port is not None and (server is None or server[1] != port):
+        raise AdminPortOnly("adapter administration is served on the admin port only "
+                            "(--admin-port), not on this one")
+
+
+#: Router dependencies: any valid key (inference scope), and an admin key (on the admin
+#: port, when there is one).
 INFERENCE = Depends(require(Scope.INFERENCE))
 ADMIN = Depends(require(Scope.ADMIN))
+ADMIN_PORT = Depends(on_admin_port)
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
@@ -194,3 +213,5 @@ class Security:
     keys: KeyRing = field(default_factory=KeyRing)
     allowed_hosts: tuple[str, ...] = ()
     metrics_auth: bool = False
+    #: The port that alone serves adapter administration (None: every port does).
+    admin_port: int | None = None

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from .key_policy import load_policy
 from .limits import LimitSettings
 from .metrics.requests import LABELS as METRIC_LABELS
 from .model_prep import BUNDLED_MODEL_NAME, ModelPreparationError, prepare_bundled_model
+
+if TYPE_CHECKING:  # vllm's import is slow: --help should not pay for it
+    from .engine.vllm_args import VllmOptions
 
 app = typer.Typer(
     name="hotswap",
@@ -56,6 +59,25 @@ def _resolve_model(settings: Settings) -> tuple[str, str]:
     return settings.model, settings.served_model_name or settings.model
 
 
+def engine_options(settings: Settings, model_ref: str, served_name: str) -> VllmOptions:
+    """The engine's share of the settings."""
+    from .engine.vllm_args import VllmOptions
+
+    return VllmOptions(
+        model=model_ref,
+        served_model_name=served_name,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        memory_fraction=settings.memory_fraction,
+        max_loras=settings.max_loras,
+        max_cpu_loras=settings.max_cpu_loras,
+        max_lora_rank=settings.max_lora_rank,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        prompt_adapters=settings.prompt_adapters,
+        prefix_adapters=settings.prefix_adapters,
+    )
+
+
 #: ``serve`` flags: the server's own first, then the request and drain bounds.
 SERVE_FLAGS = [*(f for f in Settings.model_fields if f not in LimitSettings.model_fields),
                *LimitSettings.model_fields]
@@ -75,21 +97,11 @@ def serve(settings: Settings) -> None:
     from ..adapters.service import HubOptions, ServiceOptions
     from .app import create_app
     from .base_model import read_base_spec, weights_bytes
-    from .engine.vllm import VllmEngine, VllmOptions, served_peft_types
+    from .engine.vllm import VllmEngine
+    from .engine.vllm_args import served_peft_types
     from .lifecycle import HotswapServer, freeze_startup_heap
 
-    options = VllmOptions(
-        model=model_ref,
-        served_model_name=served_name,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        memory_fraction=settings.memory_fraction,
-        max_loras=settings.max_loras,
-        max_cpu_loras=settings.max_cpu_loras,
-        max_lora_rank=settings.max_lora_rank,
-        prompt_adapters=settings.prompt_adapters,
-        prefix_adapters=settings.prefix_adapters,
-    )
+    options = engine_options(settings, model_ref, served_name)
 
     async def start_engine() -> VllmEngine:
         # The engine's start blocks for tens of seconds; keep the event loop free so
@@ -131,7 +143,14 @@ def serve(settings: Settings) -> None:
                             # After the drain (lifecycle.py) only idle connections are left.
                             timeout_graceful_shutdown=2)
     server = HotswapServer(config, app_.state.hotswap, limits.drain_timeout_s)
-    server.run()
+    sockets = None
+    if settings.admin_port is not None:
+        # One app on two sockets: the ASGI scope's "server" tells them apart (auth.py).
+        admin = uvicorn.Config(app_, host=settings.host, port=settings.admin_port)
+        sockets = [config.bind_socket(), admin.bind_socket()]
+        log.info("adapter administration on http://%s:%d only", settings.host,
+                 settings.admin_port)
+    server.run(sockets=sockets)
     if server.exit_code:
         raise typer.Exit(server.exit_code)
 
@@ -159,7 +178,7 @@ def _security(settings: Settings) -> Security:
         err.print(f"[red]error:[/red] --api-key-file {settings.api_key_file} holds no key")
         raise typer.Exit(2)
     return Security(keys=keys, allowed_hosts=settings.host_allowlist,
-                    metrics_auth=settings.metrics_auth)
+                    metrics_auth=settings.metrics_auth, admin_port=settings.admin_port)
 
 
 @app.command("key-id")

@@ -81,6 +81,14 @@ class Settings(LimitSettings, BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
+    admin_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="A second port (same --host) that alone serves adapter administration "
+        "(uploads, pulls, tags, deletes, loads, vLLM's load/unload routes); --port then "
+        "answers those with 403. Lets a firewall or Kubernetes NetworkPolicy keep them "
+        "from outside callers. Default: everything on --port.",
+        json_schema_extra={"metavar": "PORT"},
+    )
     adapters: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Adapter to serve from the start, as NAME=PATH to a local PEFT dir: "
@@ -105,6 +113,14 @@ class Settings(LimitSettings, BaseSettings):
         default=16,
         description="Highest LoRA rank accepted; slot buffers are sized for it. "
         "One of 1, 8, 16, 32, 64, 128, 256, 320, 512.",
+    )
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="GPUs one model is split across (vLLM's tensor parallelism), for "
+        "models larger than one GPU; the node must have that many, and the Kubernetes "
+        "gpu overlay asks for as many nvidia.com/gpu. 1 on CPU.",
     )
     prompt_adapters: bool = Field(
         default=True,
@@ -329,6 +345,12 @@ class Settings(LimitSettings, BaseSettings):
     def _check_cpu_loras(self) -> Settings:
         if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras must be >= max_loras")
+        return self
+
+    @model_validator(mode="after")
+    def _check_admin_port(self) -> Settings:
+        if self.admin_port is not None and self.admin_port == self.port:
+            raise ValueError("admin_port must differ from port")
         return self
 
     @model_validator(mode="after")

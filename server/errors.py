@@ -83,6 +83,11 @@ class NameNotAllowed(HotswapError):
     status, type, code = 403, "permission_error", "name_not_allowed"
 
 
+class AdminPortOnly(HotswapError):
+    # An admin route asked on the public port while --admin-port is set.
+    status, type, code = 403, "permission_error", "admin_port_only"
+
+
 class CrossSiteRefused(HotswapError):
     # A browser said the request comes from another site (Sec-Fetch-Site, Origin).
     status, type, code = 403, "permission_error", "cross_site_refused"

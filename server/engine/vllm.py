@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from vllm import SamplingParams
-from vllm.config import KVTransferConfig
-from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMClientError
 from vllm.inputs import EmbedsPrompt, TokensPrompt
 from vllm.lora.request import LoRARequest
@@ -38,10 +35,10 @@ from .interface import (
     TokenLogprob,
 )
 from .plugins.lora_residency import METHOD as RESIDENCY_METHOD
-from .plugins.lora_residency import LoraResidencyExtension
 from .plugins.parent_watch import mark_server_process
-from .plugins.prefix_kv import HotswapPrefixConnector, prefix_params
+from .plugins.prefix_kv import prefix_params
 from .soft_prompts import PLACEHOLDER_ID, SoftPrompts, check_prefix_file
+from .vllm_args import VllmOptions, engine_args
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +48,7 @@ log = logging.getLogger(__name__)
 RESIDENCY_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class VllmOptions:
-    """What hotswap lets users tune of vLLM (see ``Settings`` for the meaning)."""
 
-    model: str
-    served_model_name: str
-    dtype: str
-    max_model_len: int | None
-    memory_fraction: float
-    max_loras: int
-    max_cpu_loras: int | None
-    max_lora_rank: int
-    enforce_eager: bool = False
-    max_num_batched_tokens: int | None = None
-    #: Prompt-tuning adapters (vLLM's prompt-embeddings input).
-    prompt_adapters: bool = True
-    #: Prefix-tuning adapters (a KV connector: plugins/prefix_kv.py).
-    prefix_adapters: bool = True
-
-
-def served_peft_types(*, prompt_adapters: bool, prefix_adapters: bool) -> frozenset[str]:
-    """The PEFT types this engine serves (what admission may accept)."""
-    return frozenset({"LORA"}
-                     | ({"PROMPT_TUNING", "P_TUNING"} if prompt_adapters else set())
-                     | ({"PREFIX_TUNING"} if prefix_adapters else set()))
 
 
 #: Characters counted at a time when a long text may be over its token limit.
@@ -152,30 +125,7 @@ class VllmEngine:
 
     @classmethod
     def start(cls, options: VllmOptions) -> VllmEngine:
-        args = AsyncEngineArgs(
-            model=options.model,
-            served_model_name=options.served_model_name,
-            dtype=options.dtype,  # type: ignore[arg-type]  # validated by Settings
-            max_model_len=options.max_model_len,  # type: ignore[arg-type]  # None = model's
-            **_memory_args(options.memory_fraction),
-            enable_lora=True,
-            max_loras=options.max_loras,
-            max_cpu_loras=options.max_cpu_loras,
-            max_lora_rank=options.max_lora_rank,  # type: ignore[arg-type]
-            enforce_eager=options.enforce_eager,
-            enable_prompt_embeds=options.prompt_adapters,
-            kv_transfer_config=KVTransferConfig(
-                kv_connector=HotswapPrefixConnector.__name__,
-                kv_connector_module_path=HotswapPrefixConnector.__module__,
-                kv_role="kv_both",
-            ) if options.prefix_adapters else None,
-            max_num_batched_tokens=options.max_num_batched_tokens,
-            # Per-engine stats feed the vllm:* Prometheus series on /metrics.
-            disable_log_stats=False,
-            enable_log_requests=False,
-            # Adds the worker method adapter_residency() calls (see plugins/lora_residency.py).
-            worker_extension_cls=_qualname(LoraResidencyExtension),
-        )
+        args = engine_args(options)
         log.info("starting vLLM engine for %s (dtype=%s)", options.model, options.dtype)
         # The engine's processes watch this one and end with it (plugins/parent_watch.py).
         mark_server_process()
@@ -326,29 +276,6 @@ class VllmEngine:
 
     async def shutdown(self) -> None:
         self._llm.shutdown()
-
-
-def _memory_args(fraction: float) -> dict[str, Any]:
-    """Turn ``--memory-fraction`` into vLLM's memory arguments.
-
-    On GPU it is vLLM's ``gpu_memory_utilization``. On CPU vLLM reads that same
-    number as "this process (weights and all) may use fraction x node RAM" and
-    gives the KV cache what is left, which fails at start whenever the weights
-    exceed the share. We give the CPU KV cache an explicit byte budget instead:
-    fraction x the NUMA node's RAM, as vLLM measures it.
-    """
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():
-        return {"gpu_memory_utilization": fraction}
-    from vllm.utils.cpu_resource_utils import get_memory_node_info
-
-    total = get_memory_node_info(0).total_memory
-    return {"kv_cache_memory_bytes": int(total * fraction)}
-
-
-def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _lora_request(adapter: AdapterSpec | None) -> LoRARequest | None:

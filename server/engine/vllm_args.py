@@ -1,0 +1,98 @@
+"""What hotswap lets users tune of vLLM, and the engine arguments built from it.
+
+Apart from ``vllm.py`` so that the mapping from flags to vLLM's arguments can be checked
+without starting an engine (``tests/unit/server/engine/test_vllm_args.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vllm.config import KVTransferConfig
+from vllm.engine.arg_utils import AsyncEngineArgs
+
+from .plugins.lora_residency import LoraResidencyExtension
+from .plugins.prefix_kv import HotswapPrefixConnector
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """What hotswap lets users tune of vLLM (see ``Settings`` for the meaning)."""
+
+    model: str
+    served_model_name: str
+    dtype: str
+    max_model_len: int | None
+    memory_fraction: float
+    max_loras: int
+    max_cpu_loras: int | None
+    max_lora_rank: int
+    enforce_eager: bool = False
+    max_num_batched_tokens: int | None = None
+    #: GPUs the model is split across (vLLM's tensor parallelism).
+    tensor_parallel_size: int = 1
+    #: Prompt-tuning adapters (vLLM's prompt-embeddings input).
+    prompt_adapters: bool = True
+    #: Prefix-tuning adapters (a KV connector: plugins/prefix_kv.py).
+    prefix_adapters: bool = True
+
+
+def served_peft_types(*, prompt_adapters: bool, prefix_adapters: bool) -> frozenset[str]:
+    """The PEFT types this engine serves (what admission may accept)."""
+    return frozenset({"LORA"}
+                     | ({"PROMPT_TUNING", "P_TUNING"} if prompt_adapters else set())
+                     | ({"PREFIX_TUNING"} if prefix_adapters else set()))
+
+
+def engine_args(options: VllmOptions) -> AsyncEngineArgs:
+    """vLLM's engine arguments for ``options`` (a function, so a test can check them
+    without starting an engine)."""
+    return AsyncEngineArgs(
+        model=options.model,
+        served_model_name=options.served_model_name,
+        dtype=options.dtype,  # type: ignore[arg-type]  # validated by Settings
+        max_model_len=options.max_model_len,  # type: ignore[arg-type]  # None = model's
+        **_memory_args(options.memory_fraction),
+        enable_lora=True,
+        max_loras=options.max_loras,
+        max_cpu_loras=options.max_cpu_loras,
+        max_lora_rank=options.max_lora_rank,  # type: ignore[arg-type]
+        enforce_eager=options.enforce_eager,
+        enable_prompt_embeds=options.prompt_adapters,
+        kv_transfer_config=KVTransferConfig(
+            kv_connector=HotswapPrefixConnector.__name__,
+            kv_connector_module_path=HotswapPrefixConnector.__module__,
+            kv_role="kv_both",
+        ) if options.prefix_adapters else None,
+        max_num_batched_tokens=options.max_num_batched_tokens,
+        # Per-engine stats feed the vllm:* Prometheus series on /metrics.
+        disable_log_stats=False,
+        enable_log_requests=False,
+        # Adds the worker method adapter_residency() calls (see plugins/lora_residency.py).
+        worker_extension_cls=_qualname(LoraResidencyExtension),
+        tensor_parallel_size=options.tensor_parallel_size,
+    )
+
+
+def _memory_args(fraction: float) -> dict[str, Any]:
+    """Turn ``--memory-fraction`` into vLLM's memory arguments.
+
+    On GPU it is vLLM's ``gpu_memory_utilization``. On CPU vLLM reads that same
+    number as "this process (weights and all) may use fraction x node RAM" and
+    gives the KV cache what is left, which fails at start whenever the weights
+    exceed the share. We give the CPU KV cache an explicit byte budget instead:
+    fraction x the NUMA node's RAM, as vLLM measures it.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {"gpu_memory_utilization": fraction}
+    from vllm.utils.cpu_resource_utils import get_memory_node_info
+
+    total = get_memory_node_info(0).total_memory
+    return {"kv_cache_memory_bytes": int(total * fraction)}
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

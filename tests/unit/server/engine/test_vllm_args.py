@@ -1,0 +1,27 @@
+"""``hotswap serve`` flags reach vLLM's engine arguments (no engine is started)."""
+
+from __future__ import annotations
+
+from hotswap.server.cli import engine_options
+from hotswap.server.config import Settings
+
+
+def _args(**flags: object):  # type: ignore[no-untyped-def]
+    from hotswap.server.engine.vllm_args import engine_args
+
+    return engine_args(engine_options(Settings(**flags), "/models/m", "m"))
+
+
+def test_tensor_parallel_size_reaches_vllm() -> None:
+    assert _args().tensor_parallel_size == 1
+    assert _args(tensor_parallel_size=4).tensor_parallel_size == 4
+
+
+def test_adapter_slots_and_types_reach_vllm() -> None:
+    args = _args(max_loras=3, max_cpu_loras=9, max_lora_rank=32, prefix_adapters=False)
+    assert (args.enable_lora, args.max_loras, args.max_cpu_loras, args.max_lora_rank) == (
+        True, 3, 9, 32)
+    assert args.enable_prompt_embeds is True
+    assert args.kv_transfer_config is None  # no prefix connector when prefix adapters are off
+    assert _args().kv_transfer_config is not None
+    assert (args.model, args.served_model_name) == ("/models/m", "m")
