@@ -146,7 +146,9 @@ def serve(settings: Settings) -> None:
     sockets = None
     if settings.admin_port is not None:
         # One app on two sockets: the ASGI scope's "server" tells them apart (auth.py).
-        admin = uvicorn.Config(app_, host=settings.host, port=settings.admin_port)
+        # log_config=None: a second Config must not reset the logging the first set up.
+        admin = uvicorn.Config(app_, host=settings.host, port=settings.admin_port,
+                               log_config=None, log_level=settings.log_level)
         sockets = [config.bind_socket(), admin.bind_socket()]
         log.info("adapter administration on http://%s:%d only", settings.host,
                  settings.admin_port)

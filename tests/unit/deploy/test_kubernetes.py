@@ -193,6 +193,26 @@ def test_pods_are_hardened(overlay: str) -> None:
             assert {"/tmp", "/dev/shm", env["HOTSWAP_HOME"]} <= mounts
 
 
+_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+
+
+def _bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([KMGT]i)?", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * _UNITS.get(unit or "", 1)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_disk_volumes_fit_the_ephemeral_storage_limit(overlay: str) -> None:
+    """kubelet evicts a pod whose disk-backed emptyDirs outgrow its ephemeral-storage
+    limit: their size limits must fit under it (the GPU home holds the model download)."""
+    deployment = one(render(overlay), "Deployment", "hotswap")
+    disk = sum(_bytes(v["emptyDir"]["sizeLimit"])
+               for v in deployment["spec"]["template"]["spec"]["volumes"]
+               if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory")
+    limit = container(deployment, "hotswap")["resources"]["limits"]["ephemeral-storage"]
+    assert disk <= _bytes(limit)
+
+
 def _dockerfile_uid() -> int:
     uids = set()
     for path in DOCKERFILES:
@@ -248,7 +268,11 @@ def test_network_policy_keeps_admin_inside_the_namespace(overlay: str) -> None:
              for p in rule["ports"]}
     assert set(rules) == set(_ports(_server(objs)))
     assert rules["http"] is None  # any source
-    assert rules["admin"] == [{"podSelector": {}}]  # this namespace's pods only
+    # Only this namespace's pods that say they administer adapters.
+    assert rules["admin"] == [
+        {"podSelector": {"matchLabels": {"hotswap.dev/admin-client": "true"}}}]
+    for d in of_kind(objs, "Deployment"):
+        assert "hotswap.dev/admin-client" not in d["spec"]["template"]["metadata"]["labels"]
     # Every pod of the overlay has a policy.
     for d in of_kind(objs, "Deployment"):
         labels = d["spec"]["template"]["metadata"]["labels"]
