@@ -29,6 +29,7 @@ Hierarchy, so the table can map whole families at once::
         ├── InvalidAdapterConfig, UnsupportedPeftType,
         │   UnsupportedFeature                            (adapter_config.json)
         ├── PickleRefused, MissingWeights, CorruptWeights (files)
+        ├── InvalidTaskDefaults                           (hotswap.json)
         └── RankTooHigh, UnknownTargetModule, UnsupportedTargetModule,
             BaseModelMismatch, MalformedWeights, UnexpectedTensor,
             BadDtype, NonFiniteWeights                    (tensors vs base model)
@@ -256,6 +257,17 @@ class CorruptWeights(AdmissionError):
     """``adapter_model.safetensors`` is truncated or its header is malformed."""
 
     code = "corrupt_weights"
+
+
+# --- hotswap.json ------------------------------------------------------------------------
+
+
+class InvalidTaskDefaults(AdmissionError):
+    """``hotswap.json`` (the version's task defaults) is over its size cap, not a JSON
+    object, has an unknown field, a value of the wrong type or range, or a
+    ``response_format`` whose schema is not a valid JSON schema."""
+
+    code = "invalid_task_defaults"
 
 
 # --- tensors against the base model ------------------------------------------------------

@@ -15,8 +15,11 @@ import hashlib
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .defaults import TaskDefaults
 
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -92,6 +95,18 @@ class Manifest(BaseModel):
     source: str = Field(pattern=SOURCE_PATTERN.pattern)
     #: Non-fatal admission findings (loose base-model name mismatch, dropped files).
     warnings: tuple[str, ...] = ()
+    #: The task defaults of ``hotswap.json`` (one of ``files``, so inside the digest);
+    #: None without one. Manifests written before defaults existed have none.
+    defaults: TaskDefaults | None = None
+
+    @field_validator("defaults", mode="before")
+    @classmethod
+    def _known_defaults(cls, value: Any) -> Any:
+        # Like the manifest itself: fields a newer server's defaults have and this one
+        # does not know are left out here, not a corrupt store.
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if k in TaskDefaults.model_fields}
+        return value
 
     @field_validator("created_at")
     @classmethod

@@ -93,12 +93,20 @@ def upload(
     check: Annotated[bool, typer.Option(
         "--check/--no-check", help="Run the server's admission checks here first "
         "(against its base model), so a bad adapter is refused before it is sent.")] = True,
+    defaults: Annotated[Path | None, typer.Option(
+        "--defaults", metavar="FILE", help="Task defaults (JSON: system_prompt, max_tokens, "
+        "temperature, stop, response_format) sent as the adapter's hotswap.json, part of "
+        "the new version; applied to requests that do not set these fields. Wins over a "
+        "hotswap.json in PATH (which is left unchanged). PATH must be a directory.")
+    ] = None,
 ) -> None:
     """Upload an adapter; the server checks it against its base model and stores it."""
     name = name or default_name(path)
-    cap = _check_locally(path, name) if check else None
+    if defaults is not None:
+        _check_defaults(path, defaults, name)
+    cap = _check_locally(path, name, defaults) if check else None
     try:
-        with open_archive(path) as archive:
+        with open_archive(path, defaults) as archive:
             size = os.fstat(archive.fileno()).st_size
             if cap is not None and size > cap:
                 raise _fail(f"{name} refused by the local check: the archive is {size} bytes, "
@@ -115,7 +123,28 @@ def upload(
     _report_stored(result)
 
 
-def _check_locally(path: Path, name: str) -> int | None:
+def _check_defaults(path: Path, defaults: Path, name: str) -> None:
+    """Refuse a ``--defaults`` file the server would refuse (the same model checks it),
+    before anything is sent."""
+    from ..adapters.defaults import DEFAULTS_FILE, read_defaults
+    from ..adapters.errors import InvalidTaskDefaults
+
+    if path.is_file():
+        raise _fail(f"{path} is an archive: --defaults needs an adapter directory (or put "
+                    f"{DEFAULTS_FILE} into the archive)")
+    try:
+        read_defaults(defaults)
+    except InvalidTaskDefaults as exc:
+        raise _fail(f"{name} refused by the local check: {defaults}: {exc.message} "
+                    f"({exc.code})") from None
+    except OSError as exc:
+        raise _fail(f"cannot read {defaults}: {exc.strerror or exc}") from None
+    if (path / DEFAULTS_FILE).exists():
+        err.print(f"note: {defaults} is sent as {DEFAULTS_FILE}, in place of "
+                  f"{path / DEFAULTS_FILE}", highlight=False, soft_wrap=True)
+
+
+def _check_locally(path: Path, name: str, defaults: Path | None = None) -> int | None:
     """Run the server's admission here; return its byte cap for the archive (None if the
     server cannot check adapters now)."""
     # Imported here: admission pulls in torch, which plain list/show need not pay for.
@@ -130,7 +159,7 @@ def _check_locally(path: Path, name: str) -> int | None:
     spec, limits = policy
     with err.status(f"checking {name} against {spec.model_id}"):
         try:
-            report = local_check.check(path, spec, limits)
+            report = local_check.check(path, spec, limits, defaults)
         except AdmissionError as exc:
             raise _fail(f"{name} refused by the local check: {exc.message} "
                         f"({exc.code})") from None
@@ -193,6 +222,8 @@ def _report_stored(result: dict[str, Any]) -> None:
     say(f"stored {result['name']}:{result['tag']} -> {v['digest']} "
         f"({v['source']}, {v['peft_type']}, {_shape(v['rank'], v.get('num_virtual_tokens'))}, "
         f"{human(v['size_bytes'])})")
+    if v.get("defaults"):
+        say(f"task defaults: {', '.join(sorted(v['defaults']))}")
     for warning in v.get("warnings", []):
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
@@ -226,7 +257,8 @@ def list_adapters(
 
 @app.command()
 def show(name: str) -> None:
-    """Show one adapter: tags, latest version, whether this server holds it in memory."""
+    """Show one adapter: tags, latest version (with its task defaults, if it has any),
+    whether this server holds it in memory."""
     typer.echo(json.dumps(_call(lambda c: c.adapter(name)), indent=2))
 
 

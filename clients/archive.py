@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from ..adapters.defaults import DEFAULTS_FILE
+
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
@@ -24,10 +26,16 @@ def default_name(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def open_archive(path: Path) -> Iterator[IO[bytes]]:
+def open_archive(path: Path, defaults: Path | None = None) -> Iterator[IO[bytes]]:
     """An archive of ``path``, positioned at 0: the file itself if it already is one (the
-    server sniffs the format), else a fresh tar.gz of the directory."""
+    server sniffs the format), else a fresh tar.gz of the directory. ``defaults``: a
+    file packed as the adapter's ``hotswap.json`` (in place of the dir's own, if it has
+    one; the dir itself is not changed). Only for a directory: an archive is sent as
+    it is."""
     if path.is_file():
+        if defaults is not None:
+            raise ValueError(f"{path} is an archive: task defaults can only be added to "
+                             "an adapter directory (or put hotswap.json into the archive)")
         with path.open("rb") as f:
             yield f
         return
@@ -35,12 +43,14 @@ def open_archive(path: Path) -> Iterator[IO[bytes]]:
         raise FileNotFoundError(f"{path} is neither a directory nor an archive")
     with tempfile.TemporaryFile() as spool:
         with tarfile.open(fileobj=spool, mode="w:gz") as tar:
-            _add_dir(tar, path)
+            _add_dir(tar, path, skip={DEFAULTS_FILE} if defaults is not None else set())
+            if defaults is not None:
+                tar.add(defaults.resolve(), arcname=DEFAULTS_FILE, recursive=False)
         spool.seek(0)
         yield spool
 
 
-def _add_dir(tar: tarfile.TarFile, root: Path) -> None:
+def _add_dir(tar: tarfile.TarFile, root: Path, skip: set[str]) -> None:
     # Symlinked files are stored as the files they point to: Hugging Face snapshot dirs
     # are symlink farms into blobs/, and the server refuses links in archives.
     # Symlinked dirs are refused here, as the server would (they can loop).
@@ -50,5 +60,6 @@ def _add_dir(tar: tarfile.TarFile, root: Path) -> None:
                 raise OSError(f"{Path(dirpath, name)} is a symlinked directory")
         for name in sorted(filenames):
             file = Path(dirpath, name)
-            tar.add(file.resolve(), arcname=file.relative_to(root).as_posix(),
-                    recursive=False)
+            arcname = file.relative_to(root).as_posix()
+            if arcname not in skip:
+                tar.add(file.resolve(), arcname=arcname, recursive=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters.admission import AdmissionLimits, AdmissionReport, BaseModelSpec, admit
+from ..adapters.defaults import DEFAULTS_FILE
 from ..adapters.sources.local import import_dir
 from ..adapters.sources.upload import extract_archive
 
@@ -32,9 +33,11 @@ def policy_from(body: dict[str, Any]) -> tuple[BaseModelSpec, AdmissionLimits] |
     return BaseModelSpec(**base), limits
 
 
-def check(path: Path, spec: BaseModelSpec, limits: AdmissionLimits) -> AdmissionReport:
+def check(path: Path, spec: BaseModelSpec, limits: AdmissionLimits,
+          defaults: Path | None = None) -> AdmissionReport:
     """Admit a copy of ``path`` (a dir, or an archive of one) exactly as the server would:
-    the same copy or extraction rules, then the same checks. Raises ``AdmissionError``."""
+    the same copy or extraction rules, then the same checks. ``defaults``: the file the
+    upload sends as ``hotswap.json`` (``open_archive``'s). Raises ``AdmissionError``."""
     with tempfile.TemporaryDirectory(prefix="adapterctl-check-") as tmp:
         staged = Path(tmp)
         if path.is_dir():
@@ -42,4 +45,6 @@ def check(path: Path, spec: BaseModelSpec, limits: AdmissionLimits) -> Admission
         else:
             with path.open("rb") as f:
                 extract_archive(f, staged, limits)
+        if defaults is not None:
+            (staged / DEFAULTS_FILE).write_bytes(defaults.read_bytes())
         return admit(staged, spec, limits)

@@ -41,24 +41,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-key", default=None,
                    help="API key (default: $HOTSWAP_API_KEY, $OPENAI_API_KEY, or none)")
     p.add_argument("--show", type=int, default=3, help="wrong answers to print per model")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature (default 0: greedy, as train.py scores); "
+                   "above 0 each example's request is seeded with its index, so runs repeat")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="max_tokens of each request (default: the task's cap)")
+    p.add_argument("--text-format", action="store_true",
+                   help='send response_format {"type": "text"}: opts out of an adapter\'s '
+                   "default response_format (its hotswap.json), to score it without")
     return p.parse_args(argv)
 
 
-def complete(client: OpenAI, task: Task, model: str, example: Any) -> str:
+def complete(client: OpenAI, task: Task, model: str, example: Any, index: int,
+             args: argparse.Namespace) -> str:
     response = client.chat.completions.create(
         model=model,
         messages=task.build_messages(example),  # type: ignore[arg-type]  # plain dicts are valid
-        temperature=0,  # greedy, as train.py scores; makes runs repeatable
-        max_tokens=task.max_new_tokens,
+        temperature=args.temperature,  # 0: greedy, as train.py scores; repeatable
+        seed=index if args.temperature > 0 else None,
+        max_tokens=args.max_tokens or task.max_new_tokens,
+        # Not sent by default: an adapter's default response_format then applies.
+        extra_body={"response_format": {"type": "text"}} if args.text_format else None,
     )
     return response.choices[0].message.content or ""
 
 
 def run(
-    client: OpenAI, task: Task, model: str, examples: Sequence[Any], concurrency: int
+    client: OpenAI, task: Task, model: str, examples: Sequence[Any], args: argparse.Namespace
 ) -> list[str]:
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(lambda ex: complete(client, task, model, ex), examples))
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        return list(pool.map(lambda i: complete(client, task, model, examples[i], i, args),
+                             range(len(examples))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,15 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     adapter = args.adapter or task.adapter
     examples = task.make_examples(args.n, "heldout", args.seed)
 
-    table = Table(title=f"{task.name}, {args.n} held-out examples, temperature 0")
+    formats = ', response_format "text"' if args.text_format else ""
+    table = Table(title=f"{task.name}, {args.n} held-out examples, "
+                  f"temperature {args.temperature:g}{formats}")
     table.add_column("model")
     table.add_column("exact matches", justify="right")
+    if task.well_formed is not None:
+        table.add_column("well-formed", justify="right")
     # One model at a time: each score then comes from requests for that model only,
     # which is what "base vs adapter" means.
     for model in (args.base_model, adapter):
         try:
             with console.status(f"Querying {model} at {args.url}"):
-                outputs = run(client, task, model, examples, args.concurrency)
+                outputs = run(client, task, model, examples, args)
         except openai.APIConnectionError as exc:
             console.print(f"[red]Cannot reach {args.url} ({exc}) Is the server running?[/]")
             return 2
@@ -88,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         wrong = [(ex, out) for ex, out in zip(examples, outputs, strict=True)
                  if not task.is_correct(ex, out)]
-        table.add_row(model, f"{len(examples) - len(wrong)}/{len(examples)}")
+        row = [model, f"{len(examples) - len(wrong)}/{len(examples)}"]
+        if task.well_formed is not None:
+            row.append(f"{sum(map(task.well_formed, outputs))}/{len(examples)}")
+        table.add_row(*row)
         for ex, out in wrong[: args.show]:
             console.print(f"[dim]{model} wrong on[/] {task.user_message(ex).splitlines()[-1]!r}\n"
                           f"  expected {ex.answer}\n  got      {out!r}")

@@ -75,6 +75,9 @@ def engine_options(settings: Settings, model_ref: str, served_name: str) -> Vllm
         tensor_parallel_size=settings.tensor_parallel_size,
         prompt_adapters=settings.prompt_adapters,
         prefix_adapters=settings.prefix_adapters,
+        chat_template=(settings.chat_template.read_text(encoding="utf-8")
+                       if settings.chat_template else None),
+        tool_call_parser=settings.tool_call_parser,
     )
 
 
@@ -102,6 +105,14 @@ def serve(settings: Settings) -> None:
     from .lifecycle import HotswapServer, freeze_startup_heap
 
     options = engine_options(settings, model_ref, served_name)
+    if options.tool_call_parser:
+        from .engine.tool_calls import check_parser
+
+        try:  # before the engine's long start: a typo or a misfit fails at once
+            check_parser(options.tool_call_parser, model_ref)
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
 
     async def start_engine() -> VllmEngine:
         # The engine's start blocks for tens of seconds; keep the event loop free so

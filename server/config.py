@@ -61,6 +61,24 @@ def parse_adapter_spec(spec: str) -> tuple[str, Path]:
     return name, p.resolve()
 
 
+#: A chat template is text of a few KiB; a larger file is a wrong path.
+MAX_CHAT_TEMPLATE_BYTES = 1 << 20
+
+
+def _compile_template(path: Path) -> None:
+    """A template that does not compile is the operator's error, found at start (not a
+    400 on every chat request). Compiled as transformers compiles chat templates."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols"])
+    try:
+        env.from_string(path.read_text(encoding="utf-8"))
+    except (jinja2.TemplateSyntaxError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a Jinja template: {exc}") from None
+
+
 class Settings(LimitSettings, BaseSettings):
     """Validated at start; an invalid value stops the server with a clear message.
     Request and server bounds (``--max-*``, ``--drain-timeout``) are in ``limits.py``."""
@@ -133,6 +151,21 @@ class Settings(LimitSettings, BaseSettings):
         description="Serve prefix-tuning adapters (PEFT PREFIX_TUNING): their learned "
         "keys and values are written into the KV cache by a vLLM KV connector. Off: the "
         "engine runs without the connector and such adapters are refused at upload.",
+    )
+    chat_template: Path | None = Field(
+        default=None,
+        description="A Jinja chat template file used instead of the model's own: for a "
+        "model whose template can not show tools, or has none. Read once at start.",
+        json_schema_extra={"metavar": "FILE"},
+    )
+    tool_call_parser: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="vLLM's parser for the model's own tool-call syntax (hermes, "
+        "llama3_json, mistral, qwen3_xml, ...): chat requests may then use tool_choice "
+        "'auto' (the default with tools). Needs a chat template that shows tools. "
+        "Without it 'auto' is refused; 'required' and named functions are served for any "
+        "model either way.",
+        json_schema_extra={"metavar": "NAME"},
     )
     dtype: DType = Field(
         default="auto",
@@ -339,6 +372,17 @@ class Settings(LimitSettings, BaseSettings):
     def _check_served_name(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            if not value.is_file():
+                raise ValueError(f"{value} is not a file")
+            if value.stat().st_size > MAX_CHAT_TEMPLATE_BYTES:
+                raise ValueError(f"{value} is over {MAX_CHAT_TEMPLATE_BYTES} bytes")
+            _compile_template(value)
         return value
 
     @model_validator(mode="after")

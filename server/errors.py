@@ -288,6 +288,16 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "invalid request", None
     # A union reports one error per member; "not a string" for a value that was meant to
     # be the list is noise next to the list's own complaint (too many items).
+    unknown = [".".join(str(p) for p in e.get("loc", ())
+                        if p != "body" and not _is_union_member(str(p)))
+               for e in errors if e.get("type") == "extra_forbidden"]
+    if unknown:
+        # Named all at once: a client learns every field this server does not take
+        # from one answer (a silently ignored field would change nothing in the output).
+        names = ", ".join(repr(u) for u in unknown)
+        return (f"unrecognized request field{'s' if len(unknown) > 1 else ''} {names}: "
+                "this server does not support it" + ("" if len(unknown) == 1 else "m"),
+                unknown[0])
     specific = [e for e in errors if not str(e.get("type", "")).endswith("_type")]
     first = (specific or errors)[0]
     loc = [str(p) for p in first.get("loc", ())
@@ -300,8 +310,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def _is_union_member(part: str) -> bool:
-    return part in _UNION_MEMBERS or "[" in part or part.startswith(("constrained-",
-                                                                     "function-"))
+    # A model in a union is tagged by its class name (field names here are snake_case).
+    return (part in _UNION_MEMBERS or "[" in part or part[:1].isupper()
+            or part.startswith(("constrained-", "function-")))
 
 
 def install_error_handlers(app: FastAPI) -> None:

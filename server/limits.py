@@ -19,6 +19,10 @@ MAX_STOP_SEQUENCES = 16
 MAX_STOP_CHARS = 256
 #: vLLM's default ``max_logprobs``; OpenAI's chat API allows 20 too.
 MAX_LOGPROBS = 20
+#: Entries of logit_bias: OpenAI's own bound.
+MAX_LOGIT_BIAS = 300
+#: Tools in one chat request, and calls in one message: OpenAI's bound on tools.
+MAX_TOOLS = 128
 #: Messages in one chat request: OpenAI's own bound.
 MAX_MESSAGES = 2048
 #: Prompts in one completions request, whatever --max-prompts says (its highest value).

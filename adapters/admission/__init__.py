@@ -13,7 +13,9 @@ The pipeline (:mod:`.pipeline`) runs the checks cheapest first:
    ``peft_type`` has a rule and is enabled;
 3. the safetensors header: float dtypes, then the rule checks config values (types and
    ranges), tensor names and shapes against the :class:`BaseModelSpec` (:mod:`.base_model`);
-4. only then tensor values: no NaN/Inf.
+4. ``hotswap.json``, if there is one: the task defaults, strictly
+   (:mod:`hotswap.adapters.defaults`);
+5. only then tensor values: no NaN/Inf.
 
 :class:`AdmissionLimits` (the server's policy) and :class:`AdmissionReport` (the result)
 are in :mod:`.limits`; :func:`fitted_limits` (:mod:`.budget`) lowers the byte cap to the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..defaults import MAX_DEFAULTS_BYTES
 from .base_model import BaseModelSpec
 from .files import FLOAT_DTYPE_BYTES, MAX_CARD_BYTES, MAX_CONFIG_BYTES
 from .limits import AdmissionLimits
@@ -24,14 +25,14 @@ FRAMING_BYTES = 1 << 20
 
 def max_adapter_bytes(spec: BaseModelSpec, limits: AdmissionLimits) -> int:
     """Bytes of the largest adapter of an enabled PEFT type that could pass for ``spec``,
-    with its config, model card and framing."""
+    with its config, task defaults, model card and framing."""
     params = max(
         (RULES[t].max_params(spec, limits) for t in limits.peft_types if t in RULES), default=0
     )
     # The widest dtype admission accepts (F64), so the cap never refuses what the dtype
     # check would admit.
     weights = params * max(FLOAT_DTYPE_BYTES.values())
-    return weights + MAX_CONFIG_BYTES + MAX_CARD_BYTES + FRAMING_BYTES
+    return weights + MAX_CONFIG_BYTES + MAX_DEFAULTS_BYTES + MAX_CARD_BYTES + FRAMING_BYTES
 
 
 def fitted_limits(limits: AdmissionLimits, spec: BaseModelSpec) -> AdmissionLimits:

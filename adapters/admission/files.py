@@ -7,8 +7,6 @@ tensor is touched).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import stat
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..defaults import DEFAULTS_FILE
 from ..errors import (
     CorruptWeights,
     InvalidAdapterConfig,
@@ -27,14 +26,16 @@ from ..errors import (
     TooLarge,
     UnsafePath,
 )
+from ..strict_json import load_bounded
 from .limits import AdmissionLimits
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FILE = "README.md"
 #: Files a version keeps; anything else in the staged dir is dropped with a warning, so
-#: the store holds only what the engine reads (plus the model card).
-KEPT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE})
+#: the store holds only what the engine reads, the task defaults (``hotswap.json``,
+#: :mod:`hotswap.adapters.defaults`) and the model card.
+KEPT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, DEFAULTS_FILE, CARD_FILE})
 #: Refused outright, wherever they appear: loading them would mean unpickling.
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 #: Bytes per value of each accepted (float) dtype; its keys are :data:`FLOAT_DTYPES`.
@@ -110,46 +111,13 @@ def read_config(path: Path) -> dict[str, Any]:
     finite numbers and a ``peft_type``."""
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise InvalidAdapterConfig(f"{CONFIG_FILE} is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        config = json.loads(
-            path.read_bytes(), parse_constant=_non_finite, parse_float=_finite_float
-        )
-    except RecursionError:
-        raise InvalidAdapterConfig(f"{CONFIG_FILE} is nested too deeply") from None
-    except ValueError as exc:  # bad JSON or UTF-8, or an integer over 4300 digits
-        raise InvalidAdapterConfig(f"{CONFIG_FILE} is not valid JSON: {exc}") from exc
-    if _depth(config) > MAX_CONFIG_DEPTH:
-        raise InvalidAdapterConfig(f"{CONFIG_FILE} nests deeper than {MAX_CONFIG_DEPTH} levels")
+    config = load_bounded(path.read_bytes(), name=CONFIG_FILE, max_depth=MAX_CONFIG_DEPTH,
+                          error=InvalidAdapterConfig)
     if not isinstance(config, dict):
         raise InvalidAdapterConfig(f"{CONFIG_FILE} must hold a JSON object")
     if not isinstance(config.get("peft_type"), str):
         raise InvalidAdapterConfig(f"{CONFIG_FILE} has no string field 'peft_type'")
     return config
-
-
-def _non_finite(literal: str) -> float:
-    # Python's json reads NaN and Infinity, which JSON itself does not have.
-    raise InvalidAdapterConfig(f"{CONFIG_FILE} holds {literal}: numbers must be finite")
-
-
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):  # 1e999 parses to inf
-        raise InvalidAdapterConfig(f"{CONFIG_FILE} holds {literal[:40]}: numbers must be finite")
-    return value
-
-
-def _depth(value: object) -> int:
-    """How deeply lists and objects nest in a parsed JSON value, counted level by level
-    (no recursion) and only up to one past :data:`MAX_CONFIG_DEPTH`."""
-    depth, level = 0, [value]
-    while depth <= MAX_CONFIG_DEPTH:
-        containers = [v for v in level if isinstance(v, dict | list)]
-        if not containers:
-            break
-        depth += 1
-        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
-    return depth
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:

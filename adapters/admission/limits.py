@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..defaults import TaskDefaults
+
 
 @dataclass(frozen=True)
 class AdmissionLimits:
@@ -32,3 +34,5 @@ class AdmissionReport:
     num_virtual_tokens: int | None = None
     declared_base_model: str | None = None
     warnings: tuple[str, ...] = ()
+    #: ``hotswap.json``'s task defaults; None without the file (or with an empty one).
+    defaults: TaskDefaults | None = None

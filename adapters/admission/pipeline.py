@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..defaults import DEFAULTS_FILE, read_defaults
 from ..errors import BadDtype, UnsupportedPeftType
 from .base_model import BaseModelSpec
 from .files import (
@@ -54,6 +55,8 @@ def admit(adapter_dir: Path, spec: BaseModelSpec, limits: AdmissionLimits) -> Ad
                 f"{sorted(FLOAT_DTYPES)}"
             )
     result = rule.check(config, tensors, spec, limits)
+    # Before the values: a bad hotswap.json is found without reading any weight.
+    defaults = read_defaults(adapter_dir / DEFAULTS_FILE) if DEFAULTS_FILE in kept else None
     check_finite(weights)
 
     declared = config.get("base_model_name_or_path")
@@ -76,6 +79,7 @@ def admit(adapter_dir: Path, spec: BaseModelSpec, limits: AdmissionLimits) -> Ad
         num_virtual_tokens=result.num_virtual_tokens,
         declared_base_model=declared,
         warnings=tuple(warnings),
+        defaults=None if defaults is None or defaults.is_empty() else defaults,
     )
 
 

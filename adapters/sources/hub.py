@@ -4,7 +4,8 @@
 The download is :func:`huggingface_hub.snapshot_download` into a staging dir of the store,
 pinned to the commit the revision resolved to, so a branch that moves mid-pull cannot mix
 two commits. Before a byte of weights is fetched, the repo's file listing decides what to
-take: ``adapter_config.json`` and the ``*.safetensors`` files at the repo root, nothing
+take: ``adapter_config.json``, ``adapter_model.safetensors`` and, if the repo has one,
+``hotswap.json`` (task defaults, :mod:`hotswap.adapters.defaults`) at the repo root, nothing
 else (tokenizers, READMEs and checkpoints of the training run stay on the hub). A repo that
 offers only pickle weights is refused without downloading them, and one whose files exceed
 the size cap is refused from the listing. The downloaded files then go through the same
@@ -46,6 +47,7 @@ from ..admission import (
     WEIGHTS_FILE,
     AdmissionLimits,
 )
+from ..defaults import DEFAULTS_FILE
 from ..errors import (
     HubAccessDenied,
     HubRepoNotAllowed,
@@ -198,9 +200,9 @@ def download(ref: HubRef, dest: Path, limits: AdmissionLimits, *, token: str | N
 
 
 def _select(ref: HubRef, tree: list[RepoFile], limits: AdmissionLimits) -> list[RepoFile]:
-    """The adapter's config and weights, by exact name at the repo root: nothing else is
-    fetched (cards, merged models, checkpoints, tokenizers stay on the hub; the manifest's
-    source names the repo and commit)."""
+    """The adapter's config, weights and task defaults, by exact name at the repo root:
+    nothing else is fetched (cards, merged models, checkpoints, tokenizers stay on the
+    hub; the manifest's source names the repo and commit)."""
     root = {f.path: f for f in tree if "/" not in f.path}
     if CONFIG_FILE not in root:
         raise InvalidAdapterConfig(f"hub repo {ref} has no {CONFIG_FILE} at its root: "
@@ -214,6 +216,8 @@ def _select(ref: HubRef, tree: list[RepoFile], limits: AdmissionLimits) -> list[
             )
         raise MissingWeights(f"hub repo {ref} has no {WEIGHTS_FILE} at its root")
     wanted = [root[CONFIG_FILE], root[WEIGHTS_FILE]]
+    if DEFAULTS_FILE in root:  # the repo's task defaults: part of the version it makes
+        wanted.append(root[DEFAULTS_FILE])
     total = sum(f.size for f in wanted)
     if total > limits.max_total_bytes:
         raise TooLarge(f"hub repo {ref}: adapter files total {total} bytes, "

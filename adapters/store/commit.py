@@ -43,6 +43,7 @@ def build_commit(
         created_at=datetime.now(UTC),
         source=source,
         warnings=report.warnings,
+        defaults=report.defaults,
     )
     write_new_file(commit / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
     fsync_dir(adapter)

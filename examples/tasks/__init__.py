@@ -42,6 +42,9 @@ class Task:
     make_examples: Callable[[int, Split, int], Sequence[Any]]
     build_messages: Callable[[Any], list[dict[str, str]]]
     is_correct: Callable[[Any, str], bool]
+    #: Whether a reply has the answer's form at all (right or wrong), where that means
+    #: something: for extraction, a JSON object. None: no such check.
+    well_formed: Callable[[str], bool] | None = None
 
     def score(self, examples: Sequence[Any], outputs: Sequence[str]) -> int:
         """Number of exact matches."""

@@ -171,6 +171,11 @@ def parse_answer(text: str) -> object | None:
     return value
 
 
+def is_json_object(text: str) -> bool:
+    """Whether the reply is a JSON object (the answer's form, right or wrong)."""
+    return isinstance(parse_answer(text), dict)
+
+
 def is_correct(example: Example, text: str) -> bool:
     # Exact: the age must be a JSON number, not "34"; no extra keys.
     return parse_answer(text) == example.expected
@@ -188,4 +193,5 @@ TASK = Task(
     make_examples=make_examples,
     build_messages=build_messages,
     is_correct=is_correct,
+    well_formed=is_json_object,
 )

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ...adapters.admission import BaseModelSpec
+from ...adapters.defaults import TaskDefaults
 from ...adapters.manifest import DIGEST_PATTERN, Manifest
 from ...adapters.names import DEFAULT_TAG
 from ..engine.interface import Residency
@@ -29,6 +30,9 @@ class AdapterVersion(BaseModel):
     source: str
     #: Non-fatal admission findings (dropped files, loose base-model name mismatch).
     warnings: list[str] = Field(default_factory=list)
+    #: The version's task defaults (its ``hotswap.json``): applied to requests that do
+    #: not set these fields. None: the version has none.
+    defaults: TaskDefaults | None = None
 
     @classmethod
     def of(cls, m: Manifest) -> AdapterVersion:
@@ -37,7 +41,7 @@ class AdapterVersion(BaseModel):
             target_modules=list(m.target_modules), num_virtual_tokens=m.num_virtual_tokens,
             size_bytes=m.size_bytes,
             created_at=m.created_at, source=_public_source(m.source),
-            warnings=list(m.warnings),
+            warnings=list(m.warnings), defaults=m.defaults,
         )
 
 

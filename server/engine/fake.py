@@ -9,7 +9,9 @@ logprobs exactly.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from .interface import (
     AdapterLoadError,
@@ -20,6 +22,7 @@ from .interface import (
     PromptTooLong,
     Residency,
     SamplingSpec,
+    StructuredOutput,
     TokenLogprob,
 )
 
@@ -37,11 +40,20 @@ class CharTokenizer:
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(t) for t in token_ids)
 
+    #: The fake's "template" renders tools, tool calls and tool results.
+    template_handles_tools = True
+
+    def tool_call_parser(self, tools: list[dict[str, Any]]) -> None:
+        return None  # "auto" tool choice is tested on the real engine
+
     def apply_chat_template(
-        self, messages: list[dict[str, str]], *, add_generation_prompt: bool,
-        limit: int | None = None,
+        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool,
+        limit: int | None = None, tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        text = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
+        text = f"<tools>{json.dumps(tools)}\n" if tools else ""
+        for m in messages:
+            calls = m.get("tool_calls")
+            text += f"<{m['role']}>{m['content']}{json.dumps(calls) if calls else ''}\n"
         return self.encode(text + ("<assistant>" if add_generation_prompt else ""),
                            limit=limit)
 
@@ -89,6 +101,8 @@ class FakeEngine:
         if adapter is not None and adapter.engine_id not in self.loaded:
             self.loaded[adapter.engine_id] = adapter  # loaded on first use, like vLLM
         base = self.answer(prompt_token_ids, adapter)
+        if sampling.structured is not None:
+            base = _conforming(sampling.structured)
         if sampling.ignore_eos:
             target = (base * (sampling.max_tokens // len(base) + 1))[: sampling.max_tokens]
         else:
@@ -162,3 +176,30 @@ class FakeEngine:
 
     async def shutdown(self) -> None:
         return None
+
+
+def _conforming(structured: StructuredOutput) -> str:
+    """A text the constraint admits (the fake has no grammar engine: a fixed pick)."""
+    if structured.choice:
+        return structured.choice[0]
+    if structured.json_schema is not None:
+        return json.dumps(_instance(structured.json_schema))
+    if structured.json_object:
+        return "{}"
+    return "x"
+
+
+def _instance(schema: Mapping[str, Any]) -> Any:
+    """A small instance of a JSON schema: enough for the tool-call schemas tests send."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "anyOf" in schema:
+        return _instance({**schema["anyOf"][0], **{k: v for k, v in schema.items()
+                                                   if k not in ("anyOf",)}})
+    kind = schema.get("type", "object")
+    if kind == "array":
+        return [_instance(schema.get("items", {}))] * max(1, schema.get("minItems", 1))
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _instance(props[k]) for k in schema.get("required", props)}
+    return {"string": "s", "integer": 1, "number": 1.5, "boolean": True}.get(kind)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -18,6 +18,20 @@ FinishReason = Literal["stop", "length", "abort"]
 #: engine's host-memory cache (``max_cpu_loras``), copied into a slot when next used;
 #: ``disk``: not loaded, read from its files when next used.
 Residency = Literal["gpu", "cpu", "disk"]
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """A constraint on what the engine may generate: exactly one field is set.
+    ``json_schema``: text matching the JSON schema; ``json_object``: any JSON object;
+    ``regex``: a match of the regular expression; ``choice``: one of the strings;
+    ``grammar``: a sentence of the EBNF / GBNF grammar."""
+
+    json_schema: Mapping[str, Any] | None = None
+    json_object: bool = False
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,23 @@ class SamplingSpec:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     ignore_eos: bool = False
+    #: Sample from the k most likely tokens only; 0: no such cut.
+    top_k: int = 0
+    #: Drop tokens below ``min_p`` x the most likely token's probability; 0: off.
+    min_p: float = 0.0
+    #: Tokens to generate before end-of-sequence or a stop may end the choice.
+    min_tokens: int = 0
+    #: Above 1 discourages tokens already in the prompt or output (vLLM's definition).
+    repetition_penalty: float = 1.0
+    #: Token id -> value added to its logit before sampling (OpenAI's logit_bias).
+    logit_bias: Mapping[int, float] | None = None
+    #: Token ids that end a choice, beside the model's end-of-sequence.
+    stop_token_ids: tuple[int, ...] = ()
+    #: Leave special tokens out of the returned text.
+    skip_special_tokens: bool = True
+    #: Keep the stop string that ended a choice at the end of its text.
+    include_stop_str_in_output: bool = False
+    structured: StructuredOutput | None = None
 
 
 #: How the engine applies an adapter: LoRA weights in a slot, a soft prompt in front of
@@ -105,6 +136,47 @@ class PromptTooLong(ValueError):
         self.at_least = at_least
 
 
+@dataclass(frozen=True)
+class ParsedToolCall:
+    """A call a tool-call parser read from the model's text."""
+
+    name: str
+    #: JSON text.
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a call, streaming: ``name`` set on its first piece; ``arguments`` the
+    JSON text added."""
+
+    index: int
+    name: str | None
+    arguments: str
+
+
+class ToolCallParser(Protocol):
+    """Reads tool calls in the model's own syntax, for one choice."""
+
+    @property
+    def keeps_special_tokens(self) -> bool:
+        """The calls' markers may be special tokens: the text must keep them."""
+        ...
+
+    def parse(self, text: str) -> tuple[str | None, list[ParsedToolCall]]:
+        """A whole text: its content (None when it is all calls) and its calls."""
+        ...
+
+    def feed(self, delta_text: str, delta_ids: Sequence[int]
+             ) -> tuple[str, list[ToolCallDelta]]:
+        """The next piece of text: content to pass on now, and call pieces."""
+        ...
+
+    def finish(self) -> list[ToolCallDelta]:
+        """What is left to send once the text has ended."""
+        ...
+
+
 class Tokenizer(Protocol):
     """The model's tokenizer, as the protocol layer needs it. With a ``limit``, ``encode``
     and ``apply_chat_template`` raise ``PromptTooLong`` for a text over ``limit`` tokens,
@@ -118,9 +190,23 @@ class Tokenizer(Protocol):
     def vocab_size(self) -> int: ...
 
     def apply_chat_template(
-        self, messages: list[dict[str, str]], *, add_generation_prompt: bool,
-        limit: int | None = None,
-    ) -> list[int]: ...
+        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool,
+        limit: int | None = None, tools: list[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """``messages`` as the model's chat template renders them; ``tools`` (OpenAI
+        function definitions) are handed to the template, which may show them to the
+        model."""
+        ...
+
+    @property
+    def template_handles_tools(self) -> bool:
+        """Whether the chat template renders ``tools``, tool calls and tool results."""
+        ...
+
+    def tool_call_parser(self, tools: list[dict[str, Any]]) -> ToolCallParser | None:
+        """A parser for tool calls in the model's own syntax (``--tool-call-parser``),
+        for one choice; None when the server has none."""
+        ...
 
 
 class EngineError(RuntimeError):

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 import torch
 from vllm import SamplingParams
@@ -17,10 +16,11 @@ from vllm.exceptions import VLLMClientError
 from vllm.inputs import EmbedsPrompt, TokensPrompt
 from vllm.lora.request import LoRARequest
 from vllm.outputs import CompletionOutput, RequestOutput
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from .hf_tokenizer import HfTokenizer
 from .interface import (
     AdapterLoadError,
     AdapterSpec,
@@ -29,15 +29,16 @@ from .interface import (
     EngineRequestError,
     FinishReason,
     GenerationStep,
-    PromptTooLong,
     Residency,
     SamplingSpec,
+    StructuredOutput,
     TokenLogprob,
 )
 from .plugins.lora_residency import METHOD as RESIDENCY_METHOD
 from .plugins.parent_watch import mark_server_process
 from .plugins.prefix_kv import prefix_params
 from .soft_prompts import PLACEHOLDER_ID, SoftPrompts, check_prefix_file
+from .tool_calls import parser_class
 from .vllm_args import VllmOptions, engine_args
 
 log = logging.getLogger(__name__)
@@ -51,71 +52,16 @@ RESIDENCY_TIMEOUT_S = 5.0
 
 
 
-#: Characters counted at a time when a long text may be over its token limit.
-COUNT_CHUNK_CHARS = 32_768
-#: Tokens a cut between two chunks may add to the count: a word, or a special token
-#: written out (``<|im_start|>``), cut in two tokenizes as more pieces.
-CUT_SLACK_TOKENS = 16
-
-
-class HfTokenizer:
-    """Adapts the engine's Hugging Face tokenizer to the ``Tokenizer`` protocol."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._tok = tokenizer
-
-    def encode(self, text: str, *, limit: int | None = None) -> list[int]:
-        return self._encode(text, special=True, limit=limit)
-
-    def _encode(self, text: str, *, special: bool, limit: int | None) -> list[int]:
-        if limit is not None and len(text) > COUNT_CHUNK_CHARS:
-            self._refuse_if_over(text, limit)
-        return list(self._tok.encode(text, add_special_tokens=special))
-
-    def _refuse_if_over(self, text: str, limit: int) -> None:
-        """Raise ``PromptTooLong`` if ``text`` holds over ``limit`` tokens, counted chunk
-        by chunk and stopping once over. Why not tokenize it whole: the tokenizer's
-        result for a text of 350,000 tokens takes 40-80 ms to free, with the GIL held,
-        so the event loop stalls that long (measured; the tokenizing itself lets the
-        GIL go). Chunks keep each result small, and a text far over the limit is refused
-        after its first few chunks."""
-        counted = 0
-        for start in range(0, len(text), COUNT_CHUNK_CHARS):
-            end = start + COUNT_CHUNK_CHARS
-            counted += len(self._tok.encode(text[start:end], add_special_tokens=False))
-            # Every cut so far may have added tokens, this chunk's own end included
-            # (unless it is the text's end).
-            cuts = start // COUNT_CHUNK_CHARS + (1 if end < len(text) else 0)
-            at_least = counted - cuts * CUT_SLACK_TOKENS
-            if at_least > limit:
-                raise PromptTooLong(at_least)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self._tok.decode(list(token_ids), skip_special_tokens=True))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self._tok)
-
-    def apply_chat_template(
-        self, messages: list[dict[str, str]], *, add_generation_prompt: bool,
-        limit: int | None = None,
-    ) -> list[int]:
-        text = self._tok.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=False
-        )
-        # The template already holds any BOS it wants; adding special tokens
-        # again would double it.
-        return self._encode(text, special=False, limit=limit)
-
-
 class VllmEngine:
     """``Engine`` on ``AsyncLLM``. Build with ``await VllmEngine.start(options)``."""
 
     def __init__(self, llm: AsyncLLM, options: VllmOptions) -> None:
         self._llm = llm
         self._options = options
-        self._tokenizer = HfTokenizer(llm.get_tokenizer())
+        self._tokenizer = HfTokenizer(
+            llm.get_tokenizer(), chat_template=options.chat_template,
+            tool_parser=parser_class(options.tool_call_parser)
+            if options.tool_call_parser else None)
         self._max_model_len = int(llm.model_config.max_model_len)
         dtype = llm.model_config.dtype
         assert isinstance(dtype, torch.dtype), dtype  # resolved from "auto" at start
@@ -211,6 +157,15 @@ class VllmEngine:
             presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty,
             ignore_eos=sampling.ignore_eos,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            min_tokens=sampling.min_tokens,
+            repetition_penalty=sampling.repetition_penalty,
+            logit_bias=dict(sampling.logit_bias) if sampling.logit_bias else None,
+            stop_token_ids=list(sampling.stop_token_ids) or None,
+            skip_special_tokens=sampling.skip_special_tokens,
+            include_stop_str_in_output=sampling.include_stop_str_in_output,
+            structured_outputs=_structured(sampling.structured),
             output_kind=RequestOutputKind.DELTA,
         )
 
@@ -276,6 +231,18 @@ class VllmEngine:
 
     async def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+def _structured(spec: StructuredOutput | None) -> StructuredOutputsParams | None:
+    if spec is None:
+        return None
+    return StructuredOutputsParams(
+        json=dict(spec.json_schema) if spec.json_schema is not None else None,
+        json_object=True if spec.json_object else None,
+        regex=spec.regex,
+        choice=list(spec.choice) if spec.choice is not None else None,
+        grammar=spec.grammar,
+    )
 
 
 def _lora_request(adapter: AdapterSpec | None) -> LoRARequest | None:

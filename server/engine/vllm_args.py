@@ -36,6 +36,10 @@ class VllmOptions:
     prompt_adapters: bool = True
     #: Prefix-tuning adapters (a KV connector: plugins/prefix_kv.py).
     prefix_adapters: bool = True
+    #: A Jinja chat template used instead of the model's (its text).
+    chat_template: str | None = None
+    #: vLLM's tool-call parser for the model's syntax (tool_choice "auto").
+    tool_call_parser: str | None = None
 
 
 def served_peft_types(*, prompt_adapters: bool, prefix_adapters: bool) -> frozenset[str]:

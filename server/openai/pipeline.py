@@ -5,10 +5,15 @@ One request, in order::
     validate   endpoint.check, the request's size (prompts, choices), its slots in the
                server's bound of sequences in flight (429 past it), then endpoint.prompts
                (tokenizing and chat templating, in one worker thread: never on the event
-               loop) and sampling_spec: every refusal that needs no store read, no
-               download and no engine load happens here, first
-    resolve    ``model`` -> base model or an adapter version (ServedModels.resolve, which
-               asks the caller's Principal first; a hub repo may be pulled here)
+               loop) and sampling_spec: every refusal the request as sent earns, with no
+               store read, no download and no engine load, happens here, first
+    resolve    ``model`` -> base model or an adapter version (ServedModels.resolve_served,
+               which asks the caller's Principal first; a hub repo may be pulled here)
+    defaults   the version's task defaults (``hotswap.json``, defaults.py) fill the
+               fields the request left unset; what they change is prepared again (a
+               default system prompt: the prompt is templated again; a default
+               response_format: its constraint), and sampling_spec is redone with them
+               and the adapter's virtual tokens
     hold       ServingTable.acquire: the adapter is loaded if needed and can not be
                retired while this request runs (Lease.release at the end, however it ends)
     generate   one engine request per prompt, merged (generate.py)
@@ -29,8 +34,8 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Sequence
-from dataclasses import dataclass
-from typing import Annotated, ClassVar, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import anyio.to_thread
 from fastapi import Depends, Request
@@ -39,18 +44,20 @@ from starlette.types import Receive
 
 from ..auth import Principal
 from ..deps import AppState, ServingDep, StateDep
-from ..engine.interface import SamplingSpec, Tokenizer
-from ..errors import ClientDisconnected, InvalidRequest, classify
+from ..engine.interface import SamplingSpec, StructuredOutput, Tokenizer
+from ..errors import ClientDisconnected, InvalidRequest, UnsupportedParameter, classify
 from ..limits import RequestLimits
 from ..metrics.labels import BASE
 from ..metrics.requests import LABELS, record_request
 from ..serving.table import Lease
 from .accumulate import Accumulator, ChoiceState
+from .defaults import CONSTRAINT_FIELDS, PROMPT_FIELDS, with_defaults
 from .generate import Output, PromptTokens, generate
 from .prompts import Prompt, TokenBudget
 from .protocol import SamplingFields, Usage
 from .sampling import sampling_spec
 from .streaming import SSEResponse, primed, sse_events
+from .structured import structured_output
 
 R = TypeVar("R", bound=SamplingFields)
 T = TypeVar("T")
@@ -64,6 +71,10 @@ class Call(Generic[R]):
     request_id: str
     created: int
     prompts: list[Prompt]
+    #: The model's tokenizer (endpoints that read tool calls ask it for a parser).
+    tokenizer: Tokenizer
+    #: What an endpoint keeps while a stream runs (per-choice parsers).
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_choices(self) -> int:
@@ -94,6 +105,11 @@ class Endpoint(ABC, Generic[R]):
         (``budget``) at a cost bounded by the budget, not by the text. Runs in a worker
         thread (tokenizing a long prompt takes milliseconds)."""
 
+    def structured(self, req: R) -> StructuredOutput | None:
+        """The constraint on the output (``response_format``, ``structured_outputs``).
+        Runs in the worker thread with ``prompts``: checking a schema takes CPU time."""
+        return structured_output(req.response_format, req.structured_outputs)
+
     @abstractmethod
     def max_tokens(self, req: R) -> int | None: ...
 
@@ -115,6 +131,12 @@ class Endpoint(ABC, Generic[R]):
 
     @abstractmethod
     def usage_chunk(self, call: Call[R], usage: Usage) -> BaseModel: ...
+
+    def frame(self, call: Call[R], events: AsyncGenerator[BaseModel, None]
+              ) -> AsyncGenerator[str, None]:
+        """The stream's text: ``data:`` chunks and ``data: [DONE]`` (chat, completions;
+        the Responses API frames typed events its own way)."""
+        return sse_events(events, include_usage=call.req.include_usage)
 
 
 class Pipeline:
@@ -146,6 +168,7 @@ class Pipeline:
                      labels: list[tuple[str, str]]) -> BaseModel | SSEResponse:
         limits = self._state.limits
         # validate: the shape, then the slots, then the CPU work (in the tokenizer's thread)
+        check_shared(req)
         endpoint.check(req)
         count = endpoint.count_prompts(req)
         check_size(count, req.n, limits)
@@ -156,33 +179,61 @@ class Pipeline:
             tokenizer = self._engine.tokenizer
             budget = TokenBudget(limits.max_prompt_tokens, self._engine.max_model_len,
                                  endpoint.prompt_param)
-            prompts = await anyio.to_thread.run_sync(
-                endpoint.prompts, req, tokenizer, budget, limiter=self._state.tokenizing)
-            total = sum(len(p.token_ids) for p in prompts)
-            if total > limits.max_prompt_tokens:
-                raise InvalidRequest(
-                    f"the prompts hold {total} tokens; at most {limits.max_prompt_tokens} "
-                    "per request (--max-prompt-tokens)", param=endpoint.prompt_param)
-            def sampling_with(virtual_tokens: int) -> SamplingSpec:
+
+            async def prepare(req: R) -> tuple[list[Prompt], StructuredOutput | None]:
+                def work() -> tuple[list[Prompt], StructuredOutput | None]:
+                    return endpoint.prompts(req, tokenizer, budget), endpoint.structured(req)
+
+                prompts, structured = await anyio.to_thread.run_sync(
+                    work, limiter=self._state.tokenizing)
+                total = sum(len(p.token_ids) for p in prompts)
+                if total > limits.max_prompt_tokens:
+                    raise InvalidRequest(
+                        f"the prompts hold {total} tokens; at most {limits.max_prompt_tokens}"
+                        " per request (--max-prompt-tokens)", param=endpoint.prompt_param)
+                return prompts, structured
+
+            def sampling_with(req: R, prompts: list[Prompt], structured: StructuredOutput | None,
+                              virtual_tokens: int, filled: frozenset[str] = frozenset()
+                              ) -> SamplingSpec:
+                max_tokens, default = endpoint.max_tokens(req), limits.default_max_tokens
+                if "max_tokens" in filled:
+                    # The adapter's default, not the client's: like --default-max-tokens
+                    # it gives way to the room the prompt leaves (no 400 for a field the
+                    # client never sent).
+                    max_tokens, default = None, max_tokens
                 return sampling_spec(
-                    req, max_tokens=endpoint.max_tokens(req), logprobs=endpoint.logprobs(req),
+                    req, max_tokens=max_tokens, logprobs=endpoint.logprobs(req),
                     prompt_len=max(len(p.token_ids) for p in prompts),
                     max_model_len=self._engine.max_model_len,
-                    default_max_tokens=limits.default_max_tokens,
-                    virtual_tokens=virtual_tokens,
+                    vocab_size=tokenizer.vocab_size,
+                    default_max_tokens=default,
+                    virtual_tokens=virtual_tokens, structured=structured,
                 )
-            sampling = sampling_with(0)
-            # resolve, hold
-            adapter = await self._models.resolve(req.model, principal)
+
+            prompts, structured = await prepare(req)
+            sampling = sampling_with(req, prompts, structured, 0)
+            # resolve
+            served = await self._models.resolve_served(req.model, principal)
+            adapter = None if served is None else served.spec
             # The adapter's name, not the string sent: hub ids match in any case, and
             # every tag of an adapter shares its label (bounded by adapter names).
             labels.append(LABELS.of(None if adapter is None else adapter.name,
                                     BASE if adapter is None else adapter.kind))
-            if adapter is not None and adapter.num_virtual_tokens:
-                sampling = sampling_with(adapter.num_virtual_tokens)
+            # defaults: the fields the request left unset, from the version's hotswap.json
+            req, filled = with_defaults(req, None if served is None else served.defaults)
+            if filled & PROMPT_FIELDS:
+                prompts, structured = await prepare(req)
+            elif filled & CONSTRAINT_FIELDS:
+                structured = await anyio.to_thread.run_sync(
+                    endpoint.structured, req, limiter=self._state.tokenizing)
+            virtual_tokens = 0 if adapter is None else adapter.num_virtual_tokens
+            if filled or virtual_tokens:
+                sampling = sampling_with(req, prompts, structured, virtual_tokens, filled)
+            # hold
             lease = await self._table.acquire(adapter)
             call = Call(req, f"{endpoint.id_prefix}-{uuid.uuid4().hex}", int(time.time()),
-                        prompts)
+                        prompts, tokenizer)
             outputs = generate(self._engine, call.request_id, prompts, sampling, adapter,
                                labels[0])
             acc = Accumulator(call.num_choices)
@@ -208,7 +259,7 @@ class Pipeline:
             slots.release()
 
         events = self._events(endpoint, call, stream, acc, held)
-        return SSEResponse(sse_events(events, include_usage=req.include_usage), close)
+        return SSEResponse(endpoint.frame(call, events), close)
 
     async def _unless_gone(self, work: Awaitable[T]) -> T:
         """``work``, cancelled (so the engine aborts) as soon as the client disconnects:
@@ -247,6 +298,16 @@ class Pipeline:
         finally:
             await outputs.aclose()
             await lease.release()
+
+
+def check_shared(req: SamplingFields) -> None:
+    """Refusals every endpoint shares."""
+    if req.store:
+        raise UnsupportedParameter("store: true is not supported: this server keeps no "
+                                   "completions", param="store")
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest("stream_options is only read with stream: true",
+                             param="stream_options")
 
 
 def check_size(prompts: int, n: int, limits: RequestLimits) -> None:

@@ -1,31 +1,68 @@
 """Wire models every OpenAI endpoint shares: the sampling fields, usage, logprob entries,
 the error body, and the OpenAPI documentation of error statuses.
 
-Requests accept (and ignore) fields we do not act on, like the OpenAI API's ``user`` or
-``metadata``, so stock clients work; fields that would change the answer and that we can
-not honour are refused explicitly by each endpoint's ``check``.
+Every field a request may carry is declared: an unknown field is a 400 that names it,
+never silently ignored. A few OpenAI fields that change nothing in the answer are
+accepted as documented no-ops (``HARMLESS_FIELDS``: ``user``, ``metadata``...); every
+other accepted field takes effect, or the endpoint's ``check`` refuses it.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..limits import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
+from ..limits import MAX_LOGIT_BIAS, MAX_STOP_CHARS, MAX_STOP_SEQUENCES
+from .structured import ResponseFormat, StructuredOutputs
 
 StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 Stop = StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_SEQUENCES)] | None
 
 
+def _token_keys(bias: dict[str, float]) -> dict[str, float]:
+    """OpenAI's logit_bias keys are token ids written as strings."""
+    for key in bias:
+        # isascii: str.isdigit takes "²" and "٣", which int() then refuses or reads.
+        if not (key.isascii() and key.isdigit()):
+            raise ValueError(f"key {key!r} is not a token id")
+    return bias
+
+
+LogitBias = Annotated[
+    dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
+    Field(max_length=MAX_LOGIT_BIAS), AfterValidator(_token_keys),
+]
+
+#: OpenAI request fields accepted and documented as no-ops: they label or route a
+#: request on OpenAI's side and change nothing in the answer.
+HARMLESS_FIELDS = ("user", "metadata", "service_tier", "prompt_cache_key",
+                   "safety_identifier")
+
+
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     include_usage: bool = False
 
 
-class SamplingFields(BaseModel):
+class HarmlessFields(BaseModel):
+    """The accepted no-ops (HARMLESS_FIELDS), bounded, on every inference request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16)
+    service_tier: str | None = Field(default=None, max_length=32)
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=256)
+
+
+class SamplingFields(HarmlessFields):
     """Fields shared by completions and chat completions."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Base model name, or an adapter name.")
     max_tokens: int | None = Field(default=None, ge=1)
@@ -43,6 +80,27 @@ class SamplingFields(BaseModel):
     # the generated token ids with each choice (exact comparisons with a reference).
     ignore_eos: bool = False
     return_token_ids: bool = False
+    logit_bias: LogitBias | None = None
+    # vLLM's sampling extensions, as its OpenAI server names them.
+    top_k: int | None = Field(default=None, ge=-1, description="vLLM extension: sample "
+                              "from the k most likely tokens; 0 or -1: all")
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0,
+                                description="vLLM extension")
+    min_tokens: int = Field(default=0, ge=0, description="vLLM extension: tokens before "
+                            "end-of-sequence or a stop may end a choice")
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0,
+                                             description="vLLM extension")
+    stop_token_ids: Annotated[list[int], Field(max_length=MAX_STOP_SEQUENCES)] | None = (
+        Field(default=None, description="vLLM extension"))
+    skip_special_tokens: bool = Field(default=True, description="vLLM extension")
+    include_stop_str_in_output: bool = Field(default=False, description="vLLM extension")
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = Field(
+        default=None, description="vLLM extension: one of json, regex, choice, grammar, "
+        "json_object")
+    #: OpenAI keeps completions with ``store: true``; this server keeps none, so only
+    #: false is accepted.
+    store: bool | None = None
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:

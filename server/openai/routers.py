@@ -7,5 +7,7 @@ from fastapi import APIRouter
 from .chat.router import router as chat
 from .completions.router import router as completions
 from .models.router import router as models
+from .responses.router import router as responses
+from .tokenize.router import router as tokenize
 
-ROUTERS: tuple[APIRouter, ...] = (models, completions, chat)
+ROUTERS: tuple[APIRouter, ...] = (models, completions, chat, responses, tokenize)

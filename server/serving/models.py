@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ...adapters.defaults import TaskDefaults
 from ...adapters.errors import AdapterNotFound, InvalidHubRepo, InvalidName
 from ...adapters.manifest import Manifest
 from ...adapters.names import DEFAULT_TAG
@@ -32,6 +33,11 @@ class ServedAdapter:
     spec: AdapterSpec
     manifest: Manifest
 
+    @property
+    def defaults(self) -> TaskDefaults | None:
+        """The version's task defaults (``hotswap.json``), as its manifest records them."""
+        return self.manifest.defaults
+
 
 class ServedModels:
     def __init__(self, base_name: str, service: AdapterService, table: ServingTable) -> None:
@@ -43,6 +49,12 @@ class ServedModels:
     async def resolve(self, model: str, principal: Principal) -> AdapterSpec | None:
         """``None`` for the base model; raises ModelNotFound for names this server has
         not and can not fetch, and for adapters ``principal`` may not use."""
+        served = await self.resolve_served(model, principal)
+        return None if served is None else served.spec
+
+    async def resolve_served(self, model: str, principal: Principal) -> ServedAdapter | None:
+        """:meth:`resolve`, with the version's manifest (its task defaults) beside the
+        engine's spec."""
         principal.check_model(model)
         if model == self.base_name:
             return None
@@ -51,7 +63,7 @@ class ServedModels:
         except (AdapterNotFound, InvalidName, InvalidHubRepo):
             # Not a name this server has or could fetch: OpenAI's answer is model_not_found.
             raise ModelNotFound(model) from None
-        return self._table.spec_for(manifest)
+        return ServedAdapter(model, self._table.spec_for(manifest), manifest)
 
     async def resolve_ref(self, ref: str) -> tuple[Manifest, AdapterSpec]:
         """An admin API ``name[:tag]`` (AdapterNotFound, a 404, if unknown)."""

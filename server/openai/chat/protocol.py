@@ -10,11 +10,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
     model_serializer,
 )
 from pydantic_core import PydanticCustomError
 
-from ...limits import MAX_LOGPROBS, MAX_MESSAGES
+from ...limits import MAX_LOGPROBS, MAX_MESSAGES, MAX_TOOLS
 from ..protocol import ResponseHead, SamplingFields, TopLogprob, Usage
 
 
@@ -35,17 +36,61 @@ def _few_enough(value: Any) -> Any:
     return value
 
 
+class ToolCallFunction(BaseModel):
+    name: str
+    #: The arguments as a JSON text (OpenAI's shape: a string, not an object).
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(BaseModel):
+    # Fields a client copies back from our own answers (refusal, annotations...) change
+    # nothing in a prompt: ignored here, unlike unknown request fields.
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart | OtherPart] | None = None
     name: str | None = None
+    #: An assistant message's calls (the client sends the history back).
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
+    #: A tool message: the call it answers.
+    tool_call_id: str | None = Field(default=None, max_length=256)
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    #: The arguments' JSON schema.
+    parameters: dict[str, Any] | None = None
+    #: OpenAI's strict mode; constrained calls always match the schema.
+    strict: StrictBool | None = None
+
+
+class ToolDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -55,9 +100,9 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
-    response_format: ResponseFormat | None = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class ChatTokenLogprob(TopLogprob):
@@ -70,7 +115,17 @@ class ChatLogprobs(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
+    #: None when the message holds tool calls.
     content: str | None = None
+    #: Left out of the body when there are none, as OpenAI does.
+    tool_calls: list[ToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_if_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatChoice(BaseModel):
@@ -87,17 +142,37 @@ class ChatCompletionResponse(ResponseHead):
     usage: Usage
 
 
-class DeltaMessage(BaseModel):
-    """What a chunk adds to a choice's message; fields not sent are left out, as OpenAI
-    does (the last chunk of a choice has ``"delta": {}``)."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
+class _OnlySent(BaseModel):
+    """Fields not sent are left out, as OpenAI does in stream deltas."""
 
     @model_serializer(mode="wrap")
     def _only_sent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
         return {k: v for k, v in data.items() if v is not None}
+
+
+class DeltaFunction(_OnlySent):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(_OnlySent):
+    """A piece of a tool call: the first carries id, type and name; the rest add to
+    ``function.arguments``."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunction
+
+
+class DeltaMessage(_OnlySent):
+    """What a chunk adds to a choice's message (the last chunk of a choice has
+    ``"delta": {}``)."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatChunkChoice(BaseModel):

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from ....adapters.defaults import TaskDefaults
 from ...engine.interface import Residency
 
 
@@ -33,6 +34,9 @@ class ModelCard(BaseModel):
     #: use (host memory on the CPU build); "cpu": in the engine's host cache; "disk":
     #: not loaded. None for the base model, or if the engine could not tell.
     residency: Residency | None = None
+    #: Adapters: the version's task defaults (its ``hotswap.json``), applied to a request
+    #: that does not set these fields itself. None: none (and for the base model).
+    defaults: TaskDefaults | None = None
 
 
 class ModelList(BaseModel):

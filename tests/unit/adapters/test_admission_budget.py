@@ -21,7 +21,8 @@ from hotswap.adapters.sources.upload import extract_archive
 from hotswap.adapters.store import Store
 
 SMOLLM2 = BaseModelSpec.from_config(SMOLLM2_CONFIG, "HuggingFaceTB/SmolLM2-135M-Instruct")
-SMALL_FILES = 3 << 20  # config, model card, safetensors header and archive framing
+# config, task defaults (64 KiB), model card, safetensors header and archive framing
+SMALL_FILES = (3 << 20) + (64 << 10)
 
 
 def test_smollm2_at_rank_16_is_tens_of_megabytes() -> None:

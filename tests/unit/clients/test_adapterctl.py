@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hotswap.clients.adapterctl import app as cli
 from support.app import make_app, on_socket
@@ -111,3 +112,53 @@ def test_archive_follows_file_symlinks(tmp_path: Path) -> None:
     assert all(m.isreg() for m in members.values())
     assert default_name(tmp_path / "x.tar.gz") == "x"
     assert default_name(snapshot) == "snapshot"
+
+
+TASK = {"max_tokens": 8, "stop": ["\n"],
+        "response_format": {"type": "json_schema", "json_schema": {
+            "name": "t", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}}}
+
+
+async def test_upload_with_defaults(url: str, tmp_path: Path) -> None:
+    src = make_adapter_dir(tmp_path, "tasked")
+    (src / "hotswap.json").write_text(json.dumps({"max_tokens": 1}))
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps(TASK))
+    up = await run(url, "upload", str(src), "--defaults", str(task))
+    assert up.exit_code == 0, up.output
+    assert "task defaults: max_tokens, response_format, stop" in up.stdout
+    assert f"note: {task} is sent as hotswap.json, in place of" in up.stderr
+    # --defaults won over the dir's own file, which is left as it was.
+    shown = json.loads((await run(url, "show", "tasked")).stdout)
+    assert shown["latest"]["defaults"] == TASK
+    assert json.loads((src / "hotswap.json").read_text()) == {"max_tokens": 1}
+    # The dir's own hotswap.json is uploaded when no --defaults is given: another version.
+    own = await run(url, "upload", str(src), "--name", "own")
+    assert own.exit_code == 0, own.output
+    shown_own = json.loads((await run(url, "show", "own")).stdout)
+    assert shown_own["latest"]["defaults"] == {"max_tokens": 1}
+    assert shown_own["latest"]["digest"] != shown["latest"]["digest"]
+    listed = await asyncio.to_thread(httpx.get, f"{url}/v1/models")
+    cards = {m["id"]: m for m in listed.json()["data"]}
+    assert cards["tasked"]["defaults"] == TASK
+
+
+async def test_bad_defaults_are_refused_before_sending(url: str, tmp_path: Path) -> None:
+    src = make_adapter_dir(tmp_path, "tasked")
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({"max_tokens": 0}))
+    for extra in ([], ["--no-check"]):
+        bad = await run(url, "upload", str(src), "--defaults", str(task), *extra)
+        assert bad.exit_code == 1
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: tasked refused by the local check")
+        assert lines[0].endswith("(invalid_task_defaults)") and "max_tokens" in lines[0]
+    missing = await run(url, "upload", str(src), "--defaults", str(tmp_path / "nope.json"))
+    assert missing.exit_code == 1 and "cannot read" in missing.stderr
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(b"")
+    task.write_text("{}")
+    on_archive = await run(url, "upload", str(archive), "--defaults", str(task))
+    assert on_archive.exit_code == 1 and "needs an adapter directory" in on_archive.stderr
+    listing = json.loads((await run(url, "list", "--json")).stdout)
+    assert listing["data"] == []

@@ -120,9 +120,16 @@ async def test_success_bodies_conform(client: httpx.AsyncClient, tmp_path: Path)
     completion = {"model": "judged", "prompt": "hi", "max_tokens": 4}
     chat = {"model": STARTUP_ADAPTER, "max_tokens": 4,
             "messages": [{"role": "user", "content": "hi"}]}
+    responses = {"model": STARTUP_ADAPTER, "max_output_tokens": 4, "input": "hi"}
+    tokenize = {"model": STARTUP_ADAPTER, "messages": [{"role": "user", "content": "hi"}]}
+    detokenize = {"model": STARTUP_ADAPTER, "tokens": [104, 105]}
     cases: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
         # (method, URL, schema path, request, schemathesis Case data)
         ("GET", "/v1/models", "/v1/models", {}, {}),
+        ("GET", f"/v1/models/{STARTUP_ADAPTER}", "/v1/models/{model_id}", {},
+         {"path_parameters": {"model_id": STARTUP_ADAPTER}}),
+        ("POST", "/tokenize", "/tokenize", {"json": tokenize}, {"body": tokenize}),
+        ("POST", "/detokenize", "/detokenize", {"json": detokenize}, {"body": detokenize}),
         ("GET", "/v1/adapters", "/v1/adapters", {}, {}),
         ("GET", "/v1/adapters/judged", "/v1/adapters/{name}", {},
          {"path_parameters": {"name": "judged"}}),
@@ -142,6 +149,10 @@ async def test_success_bodies_conform(client: httpx.AsyncClient, tmp_path: Path)
          {"body": chat}),
         ("POST", "/v1/chat/completions", "/v1/chat/completions",
          {"json": chat | {"stream": True}}, {"body": chat | {"stream": True}}),
+        ("POST", "/v1/responses", "/v1/responses", {"json": responses},
+         {"body": responses}),
+        ("POST", "/v1/responses", "/v1/responses",
+         {"json": responses | {"stream": True}}, {"body": responses | {"stream": True}}),
         ("POST", "/v1/load_lora_adapter", "/v1/load_lora_adapter",
          {"json": {"lora_name": "vllm-dir", "lora_path": str(tmp_path / "imports/vllm-dir")}},
          {"body": {"lora_name": "vllm-dir", "lora_path": "x"}}),
@@ -165,14 +176,17 @@ async def test_success_bodies_conform(client: httpx.AsyncClient, tmp_path: Path)
 
 #: Operations an inference key may call; every other one needs an admin key.
 INFERENCE_OPERATIONS = {"GET /v1/models", "POST /v1/completions", "POST /v1/chat/completions",
-                        "GET /v1/adapters", "GET /v1/adapters/{name}", "GET /v1/admission"}
+                        "GET /v1/adapters", "GET /v1/adapters/{name}", "GET /v1/admission",
+                        "GET /v1/models/{model_id}", "POST /tokenize", "POST /detokenize",
+                        "POST /v1/responses"}
 PROBES = {"GET /health", "GET /ready", "GET /metrics"}
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS - PROBES))
 async def test_key_refusals_are_documented(label: str, tmp_path: Path) -> None:
     method, path = label.split(" ")
-    params = {k: v for k, v in {"name": "extract", "ref": "extract", "tag": "t"}.items()
+    params = {k: v for k, v in {"name": "extract", "ref": "extract", "tag": "t",
+                                         "model_id": "extract"}.items()
               if f"{{{k}}}" in path}
     url = path.format(**params)
     # A body of the right type, so the guard lets the request through to the key check.

@@ -12,7 +12,7 @@ from hotswap.server.engine.interface import PromptTooLong
 
 @pytest.fixture(scope="module")
 def tokenizer(base_model_dir: Path):  # type: ignore[no-untyped-def]
-    from hotswap.server.engine.vllm import HfTokenizer
+    from hotswap.server.engine.hf_tokenizer import HfTokenizer
     from transformers import AutoTokenizer
 
     return HfTokenizer(AutoTokenizer.from_pretrained(base_model_dir))
@@ -48,7 +48,7 @@ def test_chat_template_is_bounded_too(tokenizer) -> None:  # type: ignore[no-unt
 
 
 def test_a_huge_text_is_refused_from_its_first_chunks(base_model_dir: Path) -> None:
-    from hotswap.server.engine.vllm import COUNT_CHUNK_CHARS, HfTokenizer
+    from hotswap.server.engine.hf_tokenizer import COUNT_CHUNK_CHARS, HfTokenizer
     from transformers import AutoTokenizer
 
     hf = AutoTokenizer.from_pretrained(base_model_dir)
