@@ -295,9 +295,16 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         # Named all at once: a client learns every field this server does not take
         # from one answer (a silently ignored field would change nothing in the output).
         names = ", ".join(repr(u) for u in unknown)
-        return (f"unrecognized request field{'s' if len(unknown) > 1 else ''} {names}: "
-                "this server does not support it" + ("" if len(unknown) == 1 else "m"),
-                unknown[0])
+        message = (f"unrecognized request field{'s' if len(unknown) > 1 else ''} {names}: "
+                   "this server does not support it" + ("" if len(unknown) == 1 else "m"))
+        # A plain field's own error too, so one answer tells both (union members' errors
+        # are left out: one of them is the member that was meant).
+        other = next((e for e in errors if e.get("type") != "extra_forbidden"
+                      and not any(_is_union_member(str(p)) for p in e.get("loc", ()))), None)
+        if other is not None:
+            where = ".".join(str(p) for p in other.get("loc", ()) if p != "body")
+            message += f"; also {where}: {other.get('msg', 'invalid value')}"
+        return message, unknown[0]
     specific = [e for e in errors if not str(e.get("type", "")).endswith("_type")]
     first = (specific or errors)[0]
     loc = [str(p) for p in first.get("loc", ())

@@ -41,6 +41,14 @@ async def test_unknown_fields_are_named_in_one_400(client: httpx.AsyncClient) ->
     assert "'frobnicate'" in message and "'guided_json'" in message
 
 
+async def test_an_unknown_field_does_not_hide_another_error(client: httpx.AsyncClient
+                                                             ) -> None:
+    resp = await client.post("/v1/chat/completions", json=chat(temperature=5, foo=1))
+    assert_openai_error(resp, 400)
+    message = resp.json()["error"]["message"]
+    assert "'foo'" in message and "temperature" in message
+
+
 @pytest.mark.parametrize("body,param", [
     (chat(store=True), "store"),
     (chat(logit_bias={"abc": 1}), "logit_bias"),
