@@ -144,12 +144,13 @@ class AdapterService:
 
     # --- reading -------------------------------------------------------------------------
 
-    async def resolve(self, ref: str) -> Manifest:
+    async def resolve(self, ref: str, *, pull: bool = True) -> Manifest:
         """``name[:tag]``; or a hub repo ``owner/name[@revision]``: the ref a pull of it
         made under its default name (``owner--name``), pulled first if ``--hub-autoload``
-        allows. A repo ``--hub-allow`` does not permit is never found, stored or not."""
+        allows and ``pull`` (False: only what is stored, for reads that must not
+        download). A repo ``--hub-allow`` does not permit is never found, stored or not."""
         if hub.is_repo_id(ref):
-            return await self._resolve_hub(ref)
+            return await self._resolve_hub(ref, pull=pull)
 
         def work() -> Manifest:
             manifest = self._store.resolve(ref)
@@ -168,7 +169,7 @@ class AdapterService:
 
         return await anyio.to_thread.run_sync(work)
 
-    async def _resolve_hub(self, model: str) -> Manifest:
+    async def _resolve_hub(self, model: str, *, pull: bool) -> Manifest:
         href = HubRef.parse(model)
         # A hub id means the hub and nothing else: with the hub off or the repo not
         # allowed, no stored adapter answers for it.
@@ -193,7 +194,7 @@ class AdapterService:
         found = await anyio.to_thread.run_sync(work)
         if found is not None:
             return found
-        if not self._options.hub.autoload:
+        if not (pull and self._options.hub.autoload):
             raise AdapterNotFound(f"adapter {model} not found")
         return await self.pull(href, name=name, tag=tag)
 

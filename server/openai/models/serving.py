@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from ....adapters.errors import AdapterNotFound, InvalidHubRepo, InvalidName
 from ....adapters.manifest import Manifest
-from ....adapters.names import DEFAULT_TAG
-from ....adapters.sources import hub
 from ...auth import Principal
 from ...deps import Serving
 from ...engine.interface import KIND_OF_PEFT_TYPE
@@ -68,16 +66,6 @@ async def find(serving: Serving, model_id: str, principal: Principal) -> Manifes
     if model_id == serving.models.base_name:
         return None
     try:
-        return await serving.service.resolve(_stored_ref(model_id))
+        return await serving.service.resolve(model_id, pull=False)
     except (AdapterNotFound, InvalidName, InvalidHubRepo):
         raise ModelNotFound(model_id) from None
-
-
-def _stored_ref(model_id: str) -> str:
-    """A hub id as the ref its pull is stored under (``owner/name@rev`` ->
-    ``owner--name:rev``, as ``AdapterService`` names it), so resolving it can not start
-    a pull; any other id as it is."""
-    if not hub.is_repo_id(model_id):
-        return model_id
-    href = hub.HubRef.parse(model_id)
-    return f"{href.default_name}:{href.tag if '@' in model_id else DEFAULT_TAG}"
