@@ -19,10 +19,14 @@ Hierarchy, so the table can map whole families at once::
     ├── StoreFull                 the store's byte budget would be exceeded
     │   └── DiskFull              the store's filesystem is out of space or quota
     ├── StoreBusy                 store lock not acquired in time
+    ├── NameTaken                 a watched adapter's name:tag is held by another adapter
     ├── StoreCorrupt              on-disk state the store did not write
     ├── HubError                  pulling from a Hugging Face Hub endpoint failed
     │   ├── InvalidHubRepo, HubRepoNotAllowed, HubRepoNotFound,
     │   └── HubAccessDenied, HubUnavailable
+    ├── S3Error                   pulling from S3-compatible object storage failed
+    │   ├── InvalidS3Url, S3NotAllowed, S3NotFound,
+    │   └── S3AccessDenied, S3Unavailable, S3ObjectChanged
     └── AdmissionError            the adapter was refused; nothing was stored
         ├── InvalidArchive, UnsafePath, TooLarge          (how it arrived)
         │   └── InvalidMemberName   (an InvalidArchive)
@@ -140,6 +144,13 @@ class StoreBusy(AdapterError):
     code = "store_busy"
 
 
+class NameTaken(AdapterError):
+    """A watched source's adapter would re-point a ``name:tag`` that an upload, an import
+    or a hand-made tag holds; the watcher leaves it (delete the ref to let it in)."""
+
+    code = "name_taken"
+
+
 class StoreCorrupt(AdapterError):
     """A ref or manifest on disk is unreadable: written by something other than the store."""
 
@@ -180,6 +191,51 @@ class HubUnavailable(HubError):
     """The hub could not be reached or a download broke off; retrying may help."""
 
     code = "hub_unavailable"
+
+
+class S3Error(AdapterError):
+    """A pull from S3-compatible object storage failed before admission. Nothing was
+    stored."""
+
+    code = "s3_error"
+
+
+class InvalidS3Url(S3Error):
+    """Not an ``s3://bucket/prefix`` URL (or its prefix can not name an adapter)."""
+
+    code = "invalid_s3_url"
+
+
+class S3NotAllowed(S3Error):
+    """The bucket or prefix is not on this server's allowlist (``--s3-allow``; empty by
+    default)."""
+
+    code = "s3_not_allowed"
+
+
+class S3NotFound(S3Error):
+    """No such bucket, or no adapter under the prefix."""
+
+    code = "s3_not_found"
+
+
+class S3AccessDenied(S3Error):
+    """Object storage refused the server's credentials (or it has none)."""
+
+    code = "s3_access_denied"
+
+
+class S3Unavailable(S3Error):
+    """Object storage could not be reached or a download broke off; retrying may help."""
+
+    code = "s3_unavailable"
+
+
+class S3ObjectChanged(S3Error):
+    """An object changed between the listing and its download (someone is writing the
+    adapter now); retrying after the writer is done gets one consistent version."""
+
+    code = "s3_object_changed"
 
 
 class AdmissionError(AdapterError):

@@ -24,7 +24,7 @@ from .defaults import TaskDefaults
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 #: ``upload`` | ``path:<absolute path>`` | ``hub:<repo>@<revision>``
-SOURCE_PATTERN = re.compile(r"^(upload|path:/.*|hub:[^@\s]+@[^@\s]+)$")
+SOURCE_PATTERN = re.compile(r"^(upload|path:/.*|hub:[^@\s]+@[^@\s]+|s3://[^@\s]+@[^@\s]+)$")
 
 MANIFEST_SCHEMA_VERSION = 1
 

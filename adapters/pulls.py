@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import anyio.to_thread
 
@@ -28,7 +29,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-#: (name, tag, lower-cased repo@revision): what makes two pulls the same pull.
+#: (name, tag, where from: a lower-cased repo@revision, an s3:// URL): what makes two
+#: pulls the same pull.
 PullKey = tuple[str, str, str]
 
 
@@ -44,33 +46,20 @@ class _Flight:
             listener(done, total)
 
 
-class HubPuller:
-    """Downloads hub repos into ``store``; owns the in-flight pulls and the budget."""
+class Flights:
+    """Single-flight pulls: one download per key, however many callers wait for it."""
 
-    def __init__(self, store: Store, cache: HubCache, limits: AdmissionLimits, *,
-                 budget: int | None, token: str | None, endpoint: str | None,
-                 collect: Callable[[], Awaitable[object]]) -> None:
-        """``collect``: the gc to run (on the event loop) after refs were evicted."""
-        self._store = store
-        self._collect = collect
-        self._cache = cache
-        self._limits = limits
-        self._budget = budget
-        self._token = token
-        self._endpoint = endpoint
+    def __init__(self) -> None:
         self._flights: dict[PullKey, _Flight] = {}
 
-    async def pull(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
-                   on_progress: ProgressFn | None = None) -> Manifest:
-        """Download, admit and store ``href`` as ``name:tag``, joining an identical pull
-        already running. ``on_progress(done, total)`` is called from a worker thread."""
-        # Hub ids are case-insensitive: 'Org/A' and 'org/a' arriving together share a pull.
-        key = (name, tag, f"{href.repo_id.lower()}@{href.revision}")
+    async def join(self, key: PullKey, start: Callable[[ProgressFn], Coroutine[Any, Any, Manifest]],
+                   on_progress: ProgressFn | None) -> Manifest:
+        """The result of the pull ``key``, started as ``start(report)`` unless one runs;
+        ``on_progress(done, total)`` hears its progress (from a worker thread)."""
         flight = self._flights.get(key)
         if flight is None:
-            log.info("pulling %s from the hub as %s:%s", href, name, tag)
             flight = self._flights[key] = _Flight()
-            flight.task = asyncio.create_task(self._run(href, name, tag, spec, flight))
+            flight.task = asyncio.create_task(start(flight.report))
             flight.task.add_done_callback(lambda t: self._done(key, t))
         if on_progress is not None:
             flight.listeners.append(on_progress)
@@ -87,10 +76,40 @@ class HubPuller:
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have gone
 
+
+class HubPuller:
+    """Downloads hub repos into ``store``; owns the in-flight pulls and the budget."""
+
+    def __init__(self, store: Store, cache: HubCache, limits: AdmissionLimits, *,
+                 budget: int | None, token: str | None, endpoint: str | None,
+                 collect: Callable[[], Awaitable[object]]) -> None:
+        """``collect``: the gc to run (on the event loop) after refs were evicted."""
+        self._store = store
+        self._collect = collect
+        self._cache = cache
+        self._limits = limits
+        self._budget = budget
+        self._token = token
+        self._endpoint = endpoint
+        self._flights = Flights()
+
+    async def pull(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
+                   on_progress: ProgressFn | None = None) -> Manifest:
+        """Download, admit and store ``href`` as ``name:tag``, joining an identical pull
+        already running. ``on_progress(done, total)`` is called from a worker thread."""
+        # Hub ids are case-insensitive: 'Org/A' and 'org/a' arriving together share a pull.
+        key = (name, tag, f"{href.repo_id.lower()}@{href.revision}")
+
+        def start(report: ProgressFn) -> Coroutine[Any, Any, Manifest]:
+            log.info("pulling %s from the hub as %s:%s", href, name, tag)
+            return self._run(href, name, tag, spec, report)
+
+        return await self._flights.join(key, start, on_progress)
+
     async def _run(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
-                   flight: _Flight) -> Manifest:
+                   report: ProgressFn) -> Manifest:
         def work() -> tuple[Manifest, bool]:
-            manifest = self.fetch(href, name, tag, spec, flight.report)
+            manifest = self.fetch(href, name, tag, spec, report)
             return manifest, self._enforce_budget()
 
         manifest, evicted = await anyio.to_thread.run_sync(work)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,12 +43,16 @@ from .names import (
     validate_tag,
 )
 from .pulls import HubPuller
+from .s3_pulls import S3Puller
 from .sources import hub
 from .sources.body import spool
 from .sources.hub import HubPolicy, HubRef, ProgressFn
 from .sources.local import ImportPath, check_import_path, import_dir
+from .sources.s3 import S3Policy, S3Ref
 from .sources.upload import extract_archive
 from .store import GC_GRACE_S, AdapterEntry, Store
+from .watch import Watcher, parse_source
+from .watch.records import WatchRecords
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,12 @@ class ServiceOptions:
     upload_idle_timeout_s: float = 30.0
     #: Bytes all stored versions may take together; None: no budget.
     store_max_bytes: int | None = None
+    #: ``bucket`` or ``bucket/prefix`` that S3 pulls may read; empty: every pull refused.
+    s3_allow: tuple[str, ...] = ()
+    #: Watched directories and ``s3://`` prefixes (:mod:`.watch`), and how often each is
+    #: listed.
+    watch: tuple[str, ...] = ()
+    watch_interval_s: float = 30.0
 
 
 class AdapterService:
@@ -113,6 +123,9 @@ class AdapterService:
         self._puller = HubPuller(store, self._hub_cache, self._limits,
                                  budget=options.hub.cache_bytes, token=options.hub.token,
                                  endpoint=options.hub.endpoint, collect=self.gc)
+        self._watch_records = WatchRecords(store.root)
+        self.s3 = S3Puller(store, self._limits, S3Policy(options.s3_allow),
+                           on_stored=self._forget)
 
     @classmethod
     async def open(cls, options: ServiceOptions) -> AdapterService:
@@ -261,7 +274,7 @@ class AdapterService:
                 import_dir(src, staged, self.limits)
                 manifest = self._store.add(staged, name=name, tag=tag, source=source,
                                            spec=spec, limits=self.limits)
-            self._hub_cache.forget(f"{name}:{tag}")  # now an import: never evicted
+            self._forget(f"{name}:{tag}")  # now an import: never evicted nor watched
             return manifest
 
         return await anyio.to_thread.run_sync(work)
@@ -289,7 +302,7 @@ class AdapterService:
                     self._check_budget(staged)
                     manifest = self._store.add(staged, name=name, tag=tag, source="upload",
                                                spec=spec, limits=self.limits)
-                self._hub_cache.forget(f"{name}:{tag}")  # now an upload: never evicted
+                self._forget(f"{name}:{tag}")  # now an upload: never evicted nor watched
                 return manifest
 
             return await anyio.to_thread.run_sync(work)
@@ -317,6 +330,31 @@ class AdapterService:
         name = self.check_pull(href, name, tag)
         return await self._puller.pull(href, name, tag, self._require_spec(), on_progress)
 
+    async def pull_s3(self, ref: S3Ref, *, name: str, tag: str = DEFAULT_TAG,
+                      on_progress: ProgressFn | None = None) -> Manifest:
+        """Download ``ref`` from object storage, admit and store it as ``name:tag`` (a
+        name :meth:`S3Puller.check` returned)."""
+        return await self.s3.pull(ref, name, tag, self._require_spec(), on_progress)
+
+    def watcher(self, on_removed: Callable[[set[str]], Awaitable[None]]) -> Watcher | None:
+        """The loop that keeps ``--watch`` sources registered (None: nothing watched, or
+        admission is off). ``on_removed(digests)``: after refs went, so the server can
+        retire their versions from the engine."""
+        if not self._options.watch:
+            return None
+        if self._spec is None:
+            log.warning("--watch is off: the base model's config is unknown")
+            return None
+        return Watcher(self._store, [parse_source(w) for w in self._options.watch],
+                       spec=self._spec, limits=self._limits,
+                       interval_s=self._options.watch_interval_s,
+                       on_registered=self._hub_cache.forget, on_removed=on_removed)
+
+    def _forget(self, ref: str) -> None:
+        """``ref`` was written by hand (or deleted): no pull or watch owns it any more."""
+        self._hub_cache.forget(ref)
+        self._watch_records.forget(ref)
+
     def check_pull(self, href: HubRef, name: str | None, tag: str) -> str:
         """The checks a pull makes before any network traffic; returns the name to use.
         A name with ``--`` must be ``href``'s own default name: ``org--a`` holding a
@@ -337,7 +375,7 @@ class AdapterService:
 
         def work() -> Manifest:
             self._store.tag(name, tag, digest)
-            self._hub_cache.forget(f"{name}:{tag}")  # re-pointed by hand: no longer a cache
+            self._forget(f"{name}:{tag}")  # re-pointed by hand: no longer a cache
             return self._store.resolve(f"{name}:{tag}")
 
         return await anyio.to_thread.run_sync(work)
@@ -356,7 +394,7 @@ class AdapterService:
             else:
                 digests = set(tags.values())
             self._store.delete(ref)
-            self._hub_cache.forget(ref)
+            self._forget(ref)
             return digests
 
         return await anyio.to_thread.run_sync(work)

@@ -184,16 +184,22 @@ def _chunks(f: IO[bytes], progress: Progress, task: Any) -> Iterator[bytes]:
 
 @app.command()
 def pull(
-    repo: Annotated[str, typer.Argument(help="Hugging Face Hub repo: owner/name "
-                                        "(or owner/name@revision).")],
-    revision: Annotated[str | None, typer.Option(help="Branch, tag or commit "
+    repo: Annotated[str, typer.Argument(
+        metavar="SOURCE",
+        help="Hugging Face Hub repo: owner/name (or owner/name@revision, or "
+        "hf://owner/name), or an S3 prefix: s3://bucket/prefix (the adapter files directly "
+        "under it).")],
+    revision: Annotated[str | None, typer.Option(help="Hub only: branch, tag or commit "
                                                  "(default: main).")] = None,
-    name: Annotated[str | None, typer.Option(help="Adapter name. Default: owner--name.")
-                    ] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Adapter name. Default: owner--name for a hub repo, the prefix's last "
+        "component for s3://.")] = None,
     tag: Annotated[str, typer.Option(help="Tag to point at the pulled version.")] = "latest",
 ) -> None:
-    """Have the server pull an adapter from the hub (it must be on the server's --hub-allow);
-    it is checked like an upload and stored at the commit the revision pointed to."""
+    """Have the server pull an adapter from the hub (the repo must be on its --hub-allow) or
+    from S3-compatible object storage (the bucket on its --s3-allow, credentials the
+    server's own). It is checked like an upload and stored as an immutable version; the
+    version's source records the hub commit or the weights' S3 ETag."""
     with _transfer_progress() as progress:
         task = progress.add_task(f"server pulling {repo}", total=None)
 

@@ -82,8 +82,12 @@ class HotswapClient:
 
     def pull(self, repo: str, *, revision: str | None, name: str | None, tag: str,
              on_progress: Callable[[int, int], None]) -> dict[str, Any]:
-        """``POST /v1/adapters/pull`` with NDJSON progress; returns the final result."""
-        body = {"repo": repo, "revision": revision, "name": name, "tag": tag, "stream": True}
+        """``POST /v1/adapters/pull`` with NDJSON progress; returns the final result.
+        ``repo``: a hub repo id, or a URL (``s3://bucket/prefix``, ``hf://owner/name``)."""
+        origin = "source" if "://" in repo else "repo"
+        body = {origin: repo, "name": name, "tag": tag, "stream": True}
+        if revision is not None:
+            body["revision"] = revision
         timeout = httpx.Timeout(30.0, read=None)  # a large pull may be silent a while
         try:
             with self._http.stream("POST", "/v1/adapters/pull", json=body,

@@ -41,7 +41,8 @@ EngineFactory = Callable[[], Awaitable[Engine]]
 
 async def start_serving(engine: Engine, options: ServiceOptions,
                         startup_adapters: list[tuple[str, Path]]) -> Serving:
-    """Open the store, and import and load the ``--adapter`` dirs (a bad one fails)."""
+    """Open the store, import and load the ``--adapter`` dirs (a bad one fails), and
+    register what the ``--watch`` sources hold (a bad one is listed as refused)."""
     service = await AdapterService.open(options)
     table = ServingTable(engine, service.path, on_dropped=service.collect)
     # Deleted versions' files stay while a request or the engine may still read them.
@@ -49,7 +50,11 @@ async def start_serving(engine: Engine, options: ServiceOptions,
     models = ServedModels(engine.model_name, service, table)
     for name, path in startup_adapters:
         await models.register(await service.import_dir(name, path), load=True)
-    return Serving(engine=engine, service=service, table=table, models=models)
+    watcher = service.watcher(on_removed=models.retire_unreferenced)
+    if watcher is not None:
+        await watcher.sync()  # ready means the watched adapters are served
+    return Serving(engine=engine, service=service, table=table, models=models,
+                   watcher=watcher)
 
 
 def create_app(
@@ -74,6 +79,8 @@ def create_app(
             state.engine = await engine_factory()
             watchers.append(asyncio.create_task(watch_engine(state.engine, state)))
             state.serving = await start_serving(state.engine, options, startup_adapters or [])
+            if state.serving.watcher is not None:
+                watchers.append(asyncio.create_task(state.serving.watcher.run()))
             log.info("ready: serving %s; %d adapter id(s) in the store",
                      state.engine.model_name, len(await state.serving.models.adapters()))
         except Exception as exc:

@@ -22,6 +22,7 @@ from .key_policy import load_policy
 from .limits import LimitSettings
 from .metrics.requests import LABELS as METRIC_LABELS
 from .model_prep import BUNDLED_MODEL_NAME, ModelPreparationError, prepare_bundled_model
+from .source_settings import SourceSettings
 
 if TYPE_CHECKING:  # vllm's import is slow: --help should not pay for it
     from .engine.vllm_args import VllmOptions
@@ -82,8 +83,9 @@ def engine_options(settings: Settings, model_ref: str, served_name: str) -> Vllm
 
 
 #: ``serve`` flags: the server's own first, then the request and drain bounds.
-SERVE_FLAGS = [*(f for f in Settings.model_fields if f not in LimitSettings.model_fields),
-               *LimitSettings.model_fields]
+SERVE_FLAGS = [*(f for f in Settings.model_fields if f not in LimitSettings.model_fields
+                 and f not in SourceSettings.model_fields),
+               *SourceSettings.model_fields, *LimitSettings.model_fields]
 
 
 @app.command()
@@ -138,6 +140,9 @@ def serve(settings: Settings) -> None:
         upload_idle_timeout_s=settings.upload_idle_timeout,
         store_max_bytes=None if settings.store_max_bytes is None
         else int(settings.store_max_bytes),
+        s3_allow=tuple(settings.s3_allow),
+        watch=tuple(settings.watch),
+        watch_interval_s=settings.watch_interval,
     )
     security = _security(settings)
     limits = settings.request_limits(keys=len(security.keys))

@@ -17,8 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Adapter and model names users may choose: the store's rule for names and tags.
 from ..adapters.errors import InvalidName
-from ..adapters.names import HUB_ALLOW_PATTERN, validate_own_name
+from ..adapters.names import validate_own_name
 from .limits import LimitSettings
+from .source_settings import SourceSettings
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 
@@ -79,9 +80,10 @@ def _compile_template(path: Path) -> None:
         raise ValueError(f"{path} is not a Jinja template: {exc}") from None
 
 
-class Settings(LimitSettings, BaseSettings):
+class Settings(SourceSettings, LimitSettings, BaseSettings):
     """Validated at start; an invalid value stops the server with a clear message.
-    Request and server bounds (``--max-*``, ``--drain-timeout``) are in ``limits.py``."""
+    Request and server bounds (``--max-*``, ``--drain-timeout``) are in ``limits.py``;
+    where adapters may come from (hub, S3, watched sources) in ``source_settings.py``."""
 
     # populate_by_name: flags pass field names; env may use the aliases (HOTSWAP_API_KEY).
     model_config = SettingsConfigDict(env_prefix="HOTSWAP_", extra="forbid",
@@ -205,26 +207,6 @@ class Settings(LimitSettings, BaseSettings):
         "then refuses every path.",
         json_schema_extra={"flag": "--import-root", "metavar": "DIR"},
     )
-    hub_allow: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Hugging Face Hub repos that may be pulled: 'owner/name', 'owner' (all of "
-        "its repos) or '*'. Repeatable; in env, comma-separated. None by default: pulls are "
-        "refused. The token is huggingface_hub's own (HF_TOKEN); the endpoint HF_ENDPOINT.",
-        json_schema_extra={"flag": "--hub-allow", "metavar": "REPO|OWNER|*"},
-    )
-    hub_autoload: bool = Field(
-        default=False,
-        description="Pull an allowed hub repo on the first request that names it as `model` "
-        "('owner/name' or 'owner/name@revision'), once however many requests arrive together.",
-    )
-    adapter_cache_bytes: ByteSize = Field(
-        default=ByteSize(10 << 30),
-        ge=0,
-        description="Disk budget for adapters pulled from the hub (e.g. 500MB, 10GiB); past "
-        "it the least recently used pulls are dropped (and pulled again when needed). "
-        "Uploaded and imported adapters are never evicted.",
-        json_schema_extra={"metavar": "BYTES"},
-    )
     max_uploads: int = Field(
         default=4, ge=1, le=256,
         description="Adapter uploads received at once; more get 429 (each holds up to the "
@@ -307,7 +289,7 @@ class Settings(LimitSettings, BaseSettings):
         default="info", description="Log level of hotswap and uvicorn."
     )
 
-    @field_validator("adapters", "import_roots", "hub_allow", "api_keys", "admin_keys",
+    @field_validator("adapters", "import_roots", "api_keys", "admin_keys",
                      "allowed_hosts", mode="before")
     @classmethod
     def _split_env_list(cls, value: object) -> object:
@@ -349,15 +331,6 @@ class Settings(LimitSettings, BaseSettings):
                 raise ValueError(f"{root} is not a directory")
             roots.append(resolved)
         return roots
-
-    @field_validator("hub_allow")
-    @classmethod
-    def _check_hub_allow(cls, value: list[str]) -> list[str]:
-        entries = [v.strip() for v in value]
-        for entry in entries:
-            if entry != "*" and not HUB_ALLOW_PATTERN.fullmatch(entry):
-                raise ValueError(f"{entry!r}: expected 'owner/name', 'owner' or '*'")
-        return entries
 
     @field_validator("max_lora_rank")
     @classmethod

@@ -16,6 +16,7 @@ import anyio
 from fastapi import Depends, Request
 
 from ..adapters.service import AdapterService
+from ..adapters.watch import Watcher
 from .backpressure import InFlight
 from .engine.interface import Engine
 from .errors import EngineUnavailable, NotReady
@@ -33,6 +34,8 @@ class Serving:
     service: AdapterService
     table: ServingTable
     models: ServedModels
+    #: Keeps the --watch sources registered; None when nothing is watched.
+    watcher: Watcher | None = None
 
 
 @dataclass
@@ -114,8 +117,13 @@ def get_models(serving: ServingDep) -> ServedModels:
     return serving.models
 
 
+def get_watcher(serving: ServingDep) -> Watcher | None:
+    return serving.watcher
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ServiceDep = Annotated[AdapterService, Depends(get_service)]
 TableDep = Annotated[ServingTable, Depends(get_table)]
 ModelsDep = Annotated[ServedModels, Depends(get_models)]
+WatcherDep = Annotated[Watcher | None, Depends(get_watcher)]

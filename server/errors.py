@@ -193,8 +193,9 @@ STORE_BUSY_RETRY_AFTER_S = 1
 #: Registry errors -> HTTP status, most specific class first (the first isinstance match
 #: wins). 400: the request names or carries something malformed; 404: nothing by that
 #: name; 413: over a size cap; 422: a well-formed adapter this server refuses; 403: a hub
-#: repo this server may not pull (or the hub refused us), or a server-side path outside
-#: every --import-root; 502: the hub failed us; 503: retry later (store lock), or nothing
+#: repo or bucket this server may not pull (or the hub / object storage refused us), or a
+#: server-side path outside every --import-root; 409: an S3 object changed mid-pull;
+#: 502: the hub or object storage failed us; 503: retry later (store lock), or nothing
 #: can be admitted until the operator fixes the base model's config.
 REGISTRY_STATUS: tuple[tuple[type[reg.AdapterError], int], ...] = (
     (reg.InvalidName, 400),
@@ -203,6 +204,12 @@ REGISTRY_STATUS: tuple[tuple[type[reg.AdapterError], int], ...] = (
     (reg.HubAccessDenied, 403),
     (reg.HubRepoNotFound, 404),
     (reg.HubUnavailable, 502),
+    (reg.InvalidS3Url, 400),
+    (reg.S3NotAllowed, 403),
+    (reg.S3AccessDenied, 403),
+    (reg.S3NotFound, 404),
+    (reg.S3ObjectChanged, 409),
+    (reg.S3Unavailable, 502),
     (reg.InvalidArchive, 400),
     (reg.UnsafePath, 400),
     (reg.SourceNotFound, 400),
@@ -216,6 +223,7 @@ REGISTRY_STATUS: tuple[tuple[type[reg.AdapterError], int], ...] = (
     (reg.TooLarge, 413),
     (reg.AdmissionError, 422),
     (reg.StoreBusy, 503),
+    (reg.NameTaken, 409),
     (reg.StoreCorrupt, 500),
     (reg.AdapterError, 500),
 )

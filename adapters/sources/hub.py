@@ -26,7 +26,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import httpx2
 from huggingface_hub import HfApi, snapshot_download
@@ -41,25 +41,16 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 from huggingface_hub.utils.tqdm import disable_progress_bars
 
-from ..admission import (
-    CONFIG_FILE,
-    PICKLE_SUFFIXES,
-    WEIGHTS_FILE,
-    AdmissionLimits,
-)
-from ..defaults import DEFAULTS_FILE
+from ..admission import AdmissionLimits
 from ..errors import (
     HubAccessDenied,
     HubRepoNotAllowed,
     HubRepoNotFound,
     HubUnavailable,
-    InvalidAdapterConfig,
     InvalidHubRepo,
-    MissingWeights,
-    PickleRefused,
-    TooLarge,
 )
 from ..names import HUB_NAME_SEPARATOR, NAME_PATTERN, REPO_ID_PATTERN
+from .selection import select
 
 logger = logging.getLogger(__name__)
 
@@ -200,29 +191,13 @@ def download(ref: HubRef, dest: Path, limits: AdmissionLimits, *, token: str | N
 
 
 def _select(ref: HubRef, tree: list[RepoFile], limits: AdmissionLimits) -> list[RepoFile]:
-    """The adapter's config, weights and task defaults, by exact name at the repo root:
-    nothing else is fetched (cards, merged models, checkpoints, tokenizers stay on the
-    hub; the manifest's source names the repo and commit)."""
+    """The adapter's files at the repo root (:func:`selection.select`): cards, merged
+    models, checkpoints and tokenizers stay on the hub; the manifest's source names the
+    repo and commit."""
     root = {f.path: f for f in tree if "/" not in f.path}
-    if CONFIG_FILE not in root:
-        raise InvalidAdapterConfig(f"hub repo {ref} has no {CONFIG_FILE} at its root: "
-                                   "not a PEFT adapter repo")
-    if WEIGHTS_FILE not in root:
-        pickles = sorted(p for p in root if PurePosixPath(p).suffix.lower() in PICKLE_SUFFIXES)
-        if pickles:
-            raise PickleRefused(
-                f"hub repo {ref} has only pickle weights ({', '.join(pickles)}); they are "
-                f"never downloaded or unpickled. Convert them to {WEIGHTS_FILE}"
-            )
-        raise MissingWeights(f"hub repo {ref} has no {WEIGHTS_FILE} at its root")
-    wanted = [root[CONFIG_FILE], root[WEIGHTS_FILE]]
-    if DEFAULTS_FILE in root:  # the repo's task defaults: part of the version it makes
-        wanted.append(root[DEFAULTS_FILE])
-    total = sum(f.size for f in wanted)
-    if total > limits.max_total_bytes:
-        raise TooLarge(f"hub repo {ref}: adapter files total {total} bytes, "
-                       f"over the cap of {limits.max_total_bytes}")
-    return wanted
+    names = select({path: f.size for path, f in root.items()}, f"hub repo {ref} (root)",
+                   limits)
+    return [root[name] for name in names]
 
 
 def _check_complete(ref: HubRef, files_dir: Path, wanted: list[RepoFile]) -> None:

@@ -88,14 +88,16 @@ class Store:
         ``staged_dir`` should come from :meth:`staging`; its kept files are moved, not
         copied. Any other directory is first copied into a staging dir, so nobody can
         change the files between admission and commit. ``source`` is ``upload``,
-        ``path:<abs path>`` or ``hub:<repo>@<revision>``. Only ``name:tag`` moves:
-        adding ``name:canary`` leaves ``name`` (= ``name:latest``) where it was. Names
-        with ``--`` are for ``hub:`` sources only (:class:`InvalidName` otherwise).
+        ``path:<abs path>``, ``hub:<repo>@<revision>`` or ``s3://<bucket>/<prefix>@<etag>``.
+        Only ``name:tag`` moves: adding ``name:canary`` leaves ``name`` (=
+        ``name:latest``) where it was. Names with ``--`` are for ``hub:`` sources only
+        (:class:`InvalidName` otherwise).
         """
         validate_name(name)
         validate_tag(tag)
         if not is_source(source):
-            raise ValueError(f"bad source {source!r}: upload | path:<abs> | hub:<repo>@<rev>")
+            raise ValueError(f"bad source {source!r}: upload | path:<abs> | hub:<repo>@<rev> "
+                             "| s3://<bucket>/<prefix>@<etag>")
         if not source.startswith("hub:"):
             validate_own_name(name)  # names with '--' are for pulls only
         if staged_dir.resolve().parent != self._layout.tmp.resolve():

@@ -7,6 +7,8 @@ store. Errors map to statuses in ``server/errors.py``, the one table.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -14,8 +16,12 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from ...adapters.errors import TooLarge, VersionNotFound
+from ...adapters.manifest import Manifest
 from ...adapters.names import DEFAULT_TAG
-from ...adapters.sources.hub import HubRef
+from ...adapters.service import AdapterService
+from ...adapters.sources import s3
+from ...adapters.sources.hub import HubRef, ProgressFn
+from ...adapters.sources.s3 import S3Ref
 from ..auth import PrincipalDep
 from ..deps import ModelsDep, ServiceDep, TableDep
 from ..errors import InvalidRequest
@@ -23,6 +29,7 @@ from ..serving.models import ServedModels
 from ..serving.table import ServingTable
 from .listing import visible
 from .protocol import (
+    HF_SCHEME,
     AdapterVersion,
     Deleted,
     LoadState,
@@ -50,10 +57,13 @@ PULL_ERRORS: Responses = {
     201: {"content": {"application/x-ndjson": {}},
           "description": "Stored. With stream=true: NDJSON progress lines, the last one "
                          "'success' (with this body's fields) or 'error' (with 'error')"},
-    **errors(*JSON_BODY, 403, 404, 422, 502, 507, why={
-        403: "Repo not on --hub-allow, the hub refused access (gated, private), the key "
-             "lacks the scope or the name is outside its policy",
-        404: "No such hub repo or revision",
+    **errors(*JSON_BODY, 403, 404, 409, 422, 502, 507, why={
+        403: "Repo not on --hub-allow or bucket not on --s3-allow, the hub or object "
+             "storage refused access (gated, private, credentials), the key lacks the "
+             "scope or the name is outside its policy",
+        404: "No such hub repo or revision; no such bucket, or nothing under the prefix",
+        409: "An S3 object changed while it was downloaded (retry)",
+        502: "The hub or object storage could not be reached, or a download broke off",
     }),
 }
 
@@ -84,18 +94,53 @@ async def upload_adapter(request: Request, service: ServiceDep, principal: Princ
 
 @router.post("/adapters/pull", response_model=TaggedVersion, status_code=201,
              responses=PULL_ERRORS,
-             summary="Pull an adapter from a Hugging Face Hub repo; admit, store and tag it")
+             summary="Pull an adapter from a Hugging Face Hub repo or S3-compatible object "
+                     "storage; admit, store and tag it")
 async def pull_adapter(body: PullRequest, service: ServiceDep, principal: PrincipalDep
                        ) -> Any:
-    href = HubRef.parse(body.repo, body.revision)
-    # Refusals that need no download answer with their own status, even when streaming.
-    name = service.check_pull(href, body.name, body.tag)
-    principal.check_manage(name)
+    start: Callable[[ProgressFn | None], Awaitable[Manifest]]
+    if body.source is not None and body.source.startswith(s3.SCHEME):
+        ref = S3Ref.parse(body.source)
+        # Refusals that need no download answer with their own status, even streaming.
+        name = service.s3.check(ref, body.name, body.tag)
+        principal.check_manage(name)
+
+        start = functools.partial(_pull_s3, service, ref, name, body.tag)
+
+        first: dict[str, Any] = {"source": str(ref)}
+    else:
+        href = _hub_ref(body)
+        name = service.check_pull(href, body.name, body.tag)
+        principal.check_manage(name)
+
+        start = functools.partial(_pull_hub, service, href, name, body.tag)
+
+        first = {"repo": href.repo_id, "revision": href.revision}
     if not body.stream:
-        manifest = await service.pull(href, name=name, tag=body.tag)
+        manifest = await start(None)
         return TaggedVersion(name=name, tag=body.tag, version=AdapterVersion.of(manifest))
-    return StreamingResponse(pull_events(service, href, name, body.tag), status_code=201,
+    return StreamingResponse(pull_events(start, first, name, body.tag), status_code=201,
                              media_type="application/x-ndjson")
+
+
+async def _pull_s3(service: AdapterService, ref: S3Ref, name: str, tag: str,
+                   report: ProgressFn | None) -> Manifest:
+    return await service.pull_s3(ref, name=name, tag=tag, on_progress=report)
+
+
+async def _pull_hub(service: AdapterService, href: HubRef, name: str, tag: str,
+                    report: ProgressFn | None) -> Manifest:
+    return await service.pull(href, name=name, tag=tag, on_progress=report)
+
+
+def _hub_ref(body: PullRequest) -> HubRef:
+    if body.repo is not None:
+        return HubRef.parse(body.repo, body.revision)
+    assert body.source is not None  # the request model asks for one of the two
+    if not body.source.startswith(HF_SCHEME):
+        raise InvalidRequest(f"source {body.source!r}: expected s3://bucket/prefix or "
+                             "hf://owner/name[@revision]", param="source")
+    return HubRef.parse(body.source.removeprefix(HF_SCHEME), body.revision)
 
 
 @router.delete("/adapters/{ref}", response_model=Deleted, responses=errors(404),

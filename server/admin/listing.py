@@ -3,15 +3,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter
 
 from ...adapters.errors import AdapterNotFound
 from ...adapters.manifest import Manifest
 from ...adapters.names import validate_name
-from ..auth import Principal, PrincipalDep
-from ..deps import ModelsDep, ServiceDep, TableDep
+from ..auth import Principal, PrincipalDep, Scope
+from ..deps import ModelsDep, ServiceDep, TableDep, WatcherDep
 from ..serving.residency import Residencies
-from .protocol import AdapterInfo, AdapterList, AdapterVersion, AdmissionPolicy
+from .protocol import (
+    AdapterInfo,
+    AdapterList,
+    AdapterVersion,
+    AdmissionPolicy,
+    RefusedAdapter,
+    WatchedSource,
+)
 from .responses import COMMON, errors
 
 router = APIRouter(prefix="/v1", tags=["adapters"], responses=errors(*COMMON, why={
@@ -25,7 +34,7 @@ def visible(principal: Principal, name: str) -> bool:
 
 @router.get("/adapters", response_model=AdapterList, summary="Every stored adapter")
 async def list_adapters(service: ServiceDep, table: TableDep, models: ModelsDep,
-                        principal: PrincipalDep) -> AdapterList:
+                        watcher: WatcherDep, principal: PrincipalDep) -> AdapterList:
     entries = await service.list_versions()
     residencies = await table.residency()
     data: list[AdapterInfo] = []
@@ -35,9 +44,23 @@ async def list_adapters(service: ServiceDep, table: TableDep, models: ModelsDep,
             continue
         sizes.update((m.digest, m.size_bytes) for m in versions.values())
         data.append(info(e.name, dict(e.tags), e.latest, residencies))
+    refused, watched = [], []
+    if watcher is not None:
+        refused = [RefusedAdapter(name=r.name, tag=r.tag, source=r.source, code=r.code,
+                                  message=r.message, since=_utc(r.since))
+                   for r in watcher.refusals() if visible(principal, r.name)]
+        if Scope.ADMIN in principal.scopes:  # bucket names are the operator's business
+            watched = [WatchedSource(source=s.source, error=s.error, registered=s.registered,
+                                     last_scan=None if s.last_scan is None
+                                     else _utc(s.last_scan))
+                       for s in watcher.states()]
     return AdapterList(data=data, base_model=models.base_name,
                        base_model_bytes=service.base_model_bytes,
-                       stored_bytes=sum(sizes.values()))
+                       stored_bytes=sum(sizes.values()), refused=refused, watched=watched)
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
 @router.get("/adapters/{name}", response_model=AdapterInfo, responses=errors(404),

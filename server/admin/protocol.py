@@ -6,13 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...adapters.admission import BaseModelSpec
 from ...adapters.defaults import TaskDefaults
 from ...adapters.manifest import DIGEST_PATTERN, Manifest
 from ...adapters.names import DEFAULT_TAG
 from ..engine.interface import Residency
+
+#: ``source`` URLs of a hub repo: ``hf://owner/name[@revision]``.
+HF_SCHEME = "hf://"
 
 
 class AdapterVersion(BaseModel):
@@ -65,9 +68,37 @@ class AdapterInfo(BaseModel):
     loaded: bool = False
 
 
+class RefusedAdapter(BaseModel):
+    """An adapter a watched source holds that is not served as it is there, and why."""
+
+    name: str
+    tag: str
+    #: The watched source (``s3://...``; ``path`` for a directory of this server).
+    source: str
+    code: str
+    message: str
+    since: datetime
+
+
+class WatchedSource(BaseModel):
+    """One ``--watch`` source as this server's last listing of it found it."""
+
+    source: str
+    last_scan: datetime | None
+    #: Why the last listing failed (the adapters it registered stay); None: it worked.
+    error: str | None
+    #: Adapters it serves as they are in the source.
+    registered: int
+
+
 class AdapterList(BaseModel):
     object: Literal["list"] = "list"
     data: list[AdapterInfo]
+    #: Adapters of --watch sources that were refused (admission, a taken name, a failed
+    #: fetch); each stays listed until its files change or go.
+    refused: list[RefusedAdapter] = Field(default_factory=list)
+    #: The --watch sources (empty: none).
+    watched: list[WatchedSource] = Field(default_factory=list)
     base_model: str
     #: Bytes of one full copy of the base model's weights, if known.
     base_model_bytes: int | None = None
@@ -119,18 +150,37 @@ class UnloadLoraAdapterRequest(BaseModel):
 
 
 class PullRequest(BaseModel):
-    """``POST /v1/adapters/pull``: fetch an adapter from a Hugging Face Hub repo."""
+    """``POST /v1/adapters/pull``: fetch an adapter from a Hugging Face Hub repo or from
+    S3-compatible object storage. Give ``repo`` or ``source``, not both."""
 
-    repo: str = Field(description="Hub repo id, 'owner/name' (or 'owner/name@revision')",
-                      examples=["someone/llama-sql-lora"])
-    revision: str | None = Field(default=None, description="Branch, tag or commit; pinned "
-                                 "to the commit it resolves to. Default: main")
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str | None = Field(default=None, description="Hub repo id, 'owner/name' (or "
+                             "'owner/name@revision')", examples=["someone/llama-sql-lora"])
+    source: str | None = Field(default=None, description="Where from, as a URL: "
+                               "'s3://bucket/prefix' (the adapter files directly under "
+                               "prefix/; the bucket must be on --s3-allow) or "
+                               "'hf://owner/name[@revision]' (as `repo`)",
+                               examples=["s3://adapters/sql-lora"])
+    revision: str | None = Field(default=None, description="Hub only: branch, tag or "
+                                 "commit; pinned to the commit it resolves to. Default: main")
     name: str | None = Field(default=None, description="Adapter name. Default: "
-                             "'owner--name', lower-cased")
+                             "'owner--name', lower-cased, for a hub repo; the prefix's last "
+                             "component for s3://")
     tag: str = Field(default=DEFAULT_TAG, description="Tag to point at the pulled version")
     stream: bool = Field(default=False, description="Answer with NDJSON progress lines "
                          "(status: pulling | downloading | success | error) instead of "
                          "one JSON body at the end")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> PullRequest:
+        if (self.repo is None) == (self.source is None):
+            raise ValueError("give exactly one of 'repo' (a hub repo id) and 'source' "
+                             "(s3://bucket/prefix or hf://owner/name)")
+        if self.revision is not None and self.source is not None \
+                and not self.source.startswith(HF_SCHEME):
+            raise ValueError("'revision' is for hub repos only")
+        return self
 
 
 class AdmissionPolicy(BaseModel):

@@ -1,21 +1,22 @@
 """``POST /v1/adapters/pull`` with ``"stream": true``: NDJSON progress lines while the
-hub download runs, the last one ``success`` or ``error``."""
+download (hub or object storage) runs, the last one ``success`` or ``error``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ...adapters.service import AdapterService
-from ...adapters.sources.hub import HubRef
+from ...adapters.manifest import Manifest
+from ...adapters.sources.hub import ProgressFn
 from ..errors import from_exception, to_body
 from .protocol import AdapterVersion, TaggedVersion
 
 
-async def pull_events(service: AdapterService, href: HubRef, name: str, tag: str
-                      ) -> AsyncIterator[str]:
+async def pull_events(start: Callable[[ProgressFn], Awaitable[Manifest]],
+                      first: dict[str, Any], name: str, tag: str) -> AsyncIterator[str]:
+    """``start(on_progress)``: the pull; ``first``: the fields of the ``pulling`` line."""
     loop = asyncio.get_running_loop()
     progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
 
@@ -23,9 +24,9 @@ async def pull_events(service: AdapterService, href: HubRef, name: str, tag: str
         loop.call_soon_threadsafe(progress.put_nowait, (done, total))
 
     # A task of its own: a client that disconnects stops the stream, not the pull.
-    pull = asyncio.create_task(service.pull(href, name=name, tag=tag, on_progress=on_progress))
+    pull = asyncio.ensure_future(start(on_progress))
     pull.add_done_callback(_retrieve)  # a failure nobody streams any more is not "lost"
-    yield _line({"status": "pulling", "repo": href.repo_id, "revision": href.revision})
+    yield _line({"status": "pulling", **first})
     update: asyncio.Task[tuple[int, int]] | None = None
     try:
         while not pull.done():

@@ -18,18 +18,20 @@ Responses = dict[int | str, dict[str, Any]]
 
 #: What each status means on these routes, unless a route says more.
 WHY: dict[int, str] = {
-    400: "Malformed name, tag, archive, repo or path (or a repeated Host header)",
+    400: "Malformed name, tag, archive, repo, s3:// URL or path (or a repeated Host "
+         "header)",
     401: "API key missing or not valid",
     403: "The key lacks the scope, the name is outside its policy, or a cross-site "
          "request",
     404: "No such adapter, tag or version (or not for this key)",
     408: "The request body stopped arriving",
+    409: "A conflict with the source's state (an S3 object changed mid-pull)",
     413: "Request body, archive or adapter over its size cap",
     415: "Content-Type not accepted by this route",
     421: "Host header outside --allowed-host",
     422: "Adapter refused by admission, or the engine could not load it (code says why)",
     429: "Too many uploads at once; see Retry-After",
-    502: "Hugging Face Hub unreachable, or the download broke off",
+    502: "Hugging Face Hub or object storage unreachable, or the download broke off",
     503: "Model still loading, engine down, store busy or server draining; see Retry-After",
     507: "The store is over --store-max-bytes",
 }

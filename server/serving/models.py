@@ -91,6 +91,10 @@ class ServedModels:
     async def delete(self, ref: str) -> None:
         """Delete ``name`` or ``name:tag`` from the store, and retire from the engine the
         versions nothing else points at (now, or when their last running request ends)."""
-        digests = await self._service.delete(ref)
+        await self.retire_unreferenced(await self._service.delete(ref))
+
+    async def retire_unreferenced(self, digests: set[str]) -> None:
+        """Refs to ``digests`` went (a delete, a watched adapter gone): retire from the
+        engine those nothing else points at, now or when their last request ends."""
         await self._table.retire(digests - await self._service.referenced())
         await self._service.collect()  # files of versions nothing uses any more
