@@ -24,8 +24,6 @@ from .errors import (
     AdmissionUnavailable,
     InvalidName,
     StoreCorrupt,
-    StoreFull,
-    TooManyUploads,
     UnsafePath,
     VersionNotFound,
     disk_full_errors,
@@ -45,12 +43,11 @@ from .names import (
 from .pulls import HubPuller
 from .s3_pulls import S3Puller
 from .sources import hub
-from .sources.body import spool
 from .sources.hub import HubPolicy, HubRef, ProgressFn
 from .sources.local import ImportPath, check_import_path, import_dir
 from .sources.s3 import S3Policy, S3Ref
-from .sources.upload import extract_archive
 from .store import GC_GRACE_S, AdapterEntry, Store
+from .uploads import Uploads
 from .watch import Watcher, parse_source
 from .watch.records import WatchRecords
 
@@ -115,7 +112,6 @@ class AdapterService:
         self._spec = spec
         self._hub_policy = HubPolicy(options.hub.allow)
         self._hub_cache = HubCache(store.root)
-        self._uploads = 0  # uploads receiving or extracting now
         # The byte cap shrinks to what the largest legit adapter for this base model can
         # weigh (tens of MB for the bundled model, not the configured 1 GiB).
         self._limits = options.limits if spec is None else fitted_limits(options.limits, spec)
@@ -124,6 +120,10 @@ class AdapterService:
                                  budget=options.hub.cache_bytes, token=options.hub.token,
                                  endpoint=options.hub.endpoint, collect=self.gc)
         self._watch_records = WatchRecords(store.root)
+        self._upload = Uploads(store, self._limits, max_uploads=options.max_uploads,
+                               idle_timeout_s=options.upload_idle_timeout_s,
+                               store_max_bytes=options.store_max_bytes,
+                               on_stored=self._forget)
         self.s3 = S3Puller(store, self._limits, S3Policy(options.s3_allow),
                            on_stored=self._forget)
 
@@ -280,47 +280,11 @@ class AdapterService:
         return await anyio.to_thread.run_sync(work)
 
     async def upload(self, body: AsyncIterator[bytes], name: str, tag: str) -> Manifest:
-        """Receive an archive from ``body`` (spooled to the store's disk as it arrives,
-        never holding a worker thread while waiting for bytes), then extract, admit and
-        store it in one worker thread. Nothing is stored unless the whole body arrived."""
+        """Receive an archive from ``body``, admit and store it as ``name:tag``
+        (:class:`Uploads`). Nothing is stored unless the whole body arrived."""
         validate_own_name(name)
         validate_tag(tag)
-        spec = self._require_spec()
-        options = self._options
-        if self._uploads >= options.max_uploads:
-            raise TooManyUploads(f"{options.max_uploads} uploads are running; retry shortly")
-        self._uploads += 1
-        try:
-            with disk_full_errors("receiving the upload"), timed("fetch", "upload"):
-                spooled = await spool(body, self._store.root / "tmp",
-                                      self.limits.max_total_bytes, options.upload_idle_timeout_s)
-
-            def work() -> Manifest:
-                with (disk_full_errors("unpacking the upload"), spooled,
-                      self._store.staging() as staged, timed("admission", "upload")):
-                    extract_archive(spooled, staged, self.limits)
-                    self._check_budget(staged)
-                    manifest = self._store.add(staged, name=name, tag=tag, source="upload",
-                                               spec=spec, limits=self.limits)
-                self._forget(f"{name}:{tag}")  # now an upload: never evicted nor watched
-                return manifest
-
-            return await anyio.to_thread.run_sync(work)
-        finally:
-            self._uploads -= 1
-
-    def _check_budget(self, staged: Path) -> None:
-        """StoreFull if ``staged`` would take the store past ``store_max_bytes`` (an
-        estimate counted before admission drops files: it may refuse a little early)."""
-        budget = self._options.store_max_bytes
-        if budget is None:
-            return
-        incoming = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
-        stored = {d: self._store.version(d).size_bytes
-                  for e in self._store.list() for d in e.tags.values()}
-        if sum(stored.values()) + incoming > budget:
-            raise StoreFull(f"the store holds {sum(stored.values())} of {budget} bytes; "
-                            f"this adapter needs {incoming} more")
+        return await self._upload.receive(body, name, tag, self._require_spec())
 
     async def pull(self, href: HubRef, *, name: str | None = None, tag: str = DEFAULT_TAG,
                    on_progress: ProgressFn | None = None) -> Manifest:

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from support import clients
 from support.k8s import epp_metric_names
 from support.metrics import scrape
 from support.peft_ref import make_lora_adapter, peft_greedy
-from support.server import ServerInfo, free_port, running_server
+from support.server import ServerInfo, free_port, running_server, running_servers
 
 pytestmark = pytest.mark.engine
 
@@ -79,18 +78,7 @@ def replicas(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     contexts = [running_server([*args, "--admin-port", str(port)], root / f"r{i}.log",
                                "smollm2", {}, store=store, api_key=KEY)
                 for i, port in enumerate(admin_ports)]
-    with ExitStack() as stack, ThreadPoolExecutor(3) as pool:
-        started = [pool.submit(cm.__enter__) for cm in contexts]
-        servers: list[ServerInfo] = []
-        failure: BaseException | None = None
-        for cm, future in zip(contexts, started, strict=True):
-            try:
-                servers.append(future.result())
-                stack.push(cm.__exit__)
-            except BaseException as exc:  # the others still get stopped
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+    with running_servers(contexts) as servers:
         yield [Replica(s, f"http://127.0.0.1:{port}")
                for s, port in zip(servers, admin_ports, strict=True)]
 

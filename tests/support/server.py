@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,26 @@ def running_server(args: list[str], log_path: Path, base_name: str,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def running_servers(contexts: list[AbstractContextManager[ServerInfo]]
+                    ) -> Iterator[list[ServerInfo]]:
+    """Start the ``running_server`` contexts at once (engines load in parallel); if one
+    fails to start, the others are still stopped."""
+    with ExitStack() as stack, ThreadPoolExecutor(len(contexts)) as pool:
+        started = [pool.submit(cm.__enter__) for cm in contexts]
+        servers: list[ServerInfo] = []
+        failure: BaseException | None = None
+        for cm, future in zip(contexts, started, strict=True):
+            try:
+                servers.append(future.result())
+                stack.push(cm.__exit__)
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        yield servers
 
 
 def tail(path: Path, lines: int = 60) -> str:
