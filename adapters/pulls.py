@@ -82,8 +82,10 @@ class HubPuller:
 
     def __init__(self, store: Store, cache: HubCache, limits: AdmissionLimits, *,
                  budget: int | None, token: str | None, endpoint: str | None,
-                 collect: Callable[[], Awaitable[object]]) -> None:
-        """``collect``: the gc to run (on the event loop) after refs were evicted."""
+                 collect: Callable[[], Awaitable[object]],
+                 on_stored: Callable[[str], None] = lambda ref: None) -> None:
+        """``collect``: the gc to run (on the event loop) after refs were evicted;
+        ``on_stored(ref)``: called (in the worker thread) once ``name:tag`` moved."""
         self._store = store
         self._collect = collect
         self._cache = cache
@@ -91,6 +93,7 @@ class HubPuller:
         self._budget = budget
         self._token = token
         self._endpoint = endpoint
+        self._on_stored = on_stored
         self._flights = Flights()
 
     async def pull(self, href: HubRef, name: str, tag: str, spec: BaseModelSpec,
@@ -138,6 +141,7 @@ class HubPuller:
                                                source=f"hub:{href.repo_id}@{commit}",
                                                spec=spec, limits=self._limits)
                 note(manifest.digest)
+            self._on_stored(f"{name}:{tag}")
         except AdapterError as exc:
             HUB_PULLS.labels(exc.code).inc()
             raise

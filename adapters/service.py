@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio.to_thread
@@ -40,13 +39,15 @@ from .names import (
     validate_own_name,
     validate_tag,
 )
+from .options import HubOptions as HubOptions
+from .options import ServiceOptions
 from .pulls import HubPuller
 from .s3_pulls import S3Puller
 from .sources import hub
 from .sources.hub import HubPolicy, HubRef, ProgressFn
 from .sources.local import ImportPath, check_import_path, import_dir
 from .sources.s3 import S3Policy, S3Ref
-from .store import GC_GRACE_S, AdapterEntry, Store
+from .store import AdapterEntry, Store
 from .uploads import Uploads
 from .watch import Watcher, parse_source
 from .watch.records import WatchRecords
@@ -55,52 +56,6 @@ log = logging.getLogger(__name__)
 
 #: Every adapter with the manifest of each of its tags (``AdapterService.list_versions``).
 VersionedEntries = list[tuple[AdapterEntry, dict[str, Manifest]]]
-
-
-@dataclass(frozen=True)
-class HubOptions:
-    """Pulling adapters from a Hugging Face Hub endpoint."""
-
-    #: ``owner/name``, ``owner`` or ``*``; empty: every pull is refused.
-    allow: tuple[str, ...] = ()
-    #: Pull an allowed repo when a request names it as ``model`` and the store lacks it.
-    autoload: bool = False
-    #: Disk budget of hub-pulled refs (LRU); None: never evict.
-    cache_bytes: int | None = None
-    #: None: huggingface_hub's own lookups (``HF_TOKEN``, ``HF_ENDPOINT``).
-    token: str | None = None
-    endpoint: str | None = None
-
-
-@dataclass(frozen=True)
-class ServiceOptions:
-    """How the server opens its adapter service (built by ``cli.py``, or by tests)."""
-
-    store_dir: Path
-    #: Reads the served model's config for admission. Called once the engine is up: a
-    #: hub model's config.json is in the local HF cache only after the engine fetched it.
-    #: ``None`` (with a logged reason) makes the service read-only.
-    base_spec: Callable[[], BaseModelSpec | None]
-    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
-    import_roots: tuple[Path, ...] = ()
-    #: Bytes of one full copy of the base model's weights (for the storage comparison).
-    base_model_bytes: int | None = None
-    hub: HubOptions = field(default_factory=HubOptions)
-    #: How long a version's files outlive its last ref (other replicas sharing the store
-    #: may still serve it, or reload it from disk): see :meth:`Store.gc`.
-    gc_grace_s: float = GC_GRACE_S
-    #: Uploads at once (each holds up to the size cap on disk while it arrives).
-    max_uploads: int = 4
-    #: Seconds an upload body may send nothing before it is refused.
-    upload_idle_timeout_s: float = 30.0
-    #: Bytes all stored versions may take together; None: no budget.
-    store_max_bytes: int | None = None
-    #: ``bucket`` or ``bucket/prefix`` that S3 pulls may read; empty: every pull refused.
-    s3_allow: tuple[str, ...] = ()
-    #: Watched directories and ``s3://`` prefixes (:mod:`.watch`), and how often each is
-    #: listed.
-    watch: tuple[str, ...] = ()
-    watch_interval_s: float = 30.0
 
 
 class AdapterService:
@@ -116,16 +71,18 @@ class AdapterService:
         # weigh (tens of MB for the bundled model, not the configured 1 GiB).
         self._limits = options.limits if spec is None else fitted_limits(options.limits, spec)
         self._collector = FileCollector(store, options.gc_grace_s)
+        self._watch_records = WatchRecords(store.root)
         self._puller = HubPuller(store, self._hub_cache, self._limits,
                                  budget=options.hub.cache_bytes, token=options.hub.token,
-                                 endpoint=options.hub.endpoint, collect=self.gc)
-        self._watch_records = WatchRecords(store.root)
+                                 endpoint=options.hub.endpoint, collect=self.gc,
+                                 # A pull by hand takes a watched name back.
+                                 on_stored=self._watch_records.forget)
         self._upload = Uploads(store, self._limits, max_uploads=options.max_uploads,
                                idle_timeout_s=options.upload_idle_timeout_s,
                                store_max_bytes=options.store_max_bytes,
                                on_stored=self._forget)
-        self.s3 = S3Puller(store, self._limits, S3Policy(options.s3_allow),
-                           on_stored=self._forget)
+        self._s3 = S3Puller(store, self._limits, S3Policy(options.s3_allow),
+                            on_stored=self._forget)
 
     @classmethod
     async def open(cls, options: ServiceOptions) -> AdapterService:
@@ -294,20 +251,24 @@ class AdapterService:
         name = self.check_pull(href, name, tag)
         return await self._puller.pull(href, name, tag, self._require_spec(), on_progress)
 
+    def check_s3_pull(self, ref: S3Ref, name: str | None, tag: str) -> str:
+        """The checks an S3 pull makes before any network traffic; returns the name."""
+        name = self._s3.check(ref, name, tag)
+        self._require_spec()
+        return name
+
     async def pull_s3(self, ref: S3Ref, *, name: str, tag: str = DEFAULT_TAG,
                       on_progress: ProgressFn | None = None) -> Manifest:
         """Download ``ref`` from object storage, admit and store it as ``name:tag`` (a
-        name :meth:`S3Puller.check` returned)."""
-        return await self.s3.pull(ref, name, tag, self._require_spec(), on_progress)
+        name :meth:`check_s3_pull` returned)."""
+        return await self._s3.pull(ref, name, tag, self._require_spec(), on_progress)
 
     def watcher(self, on_removed: Callable[[set[str]], Awaitable[None]]) -> Watcher | None:
-        """The loop that keeps ``--watch`` sources registered (None: nothing watched, or
-        admission is off). ``on_removed(digests)``: after refs went, so the server can
-        retire their versions from the engine."""
-        if not self._options.watch:
-            return None
-        if self._spec is None:
-            log.warning("--watch is off: the base model's config is unknown")
+        """The loop keeping ``--watch`` sources registered (None: nothing watched, or
+        admission off). ``on_removed(digests)``: refs went; retire their versions."""
+        if not self._options.watch or self._spec is None:
+            if self._options.watch:
+                log.warning("--watch is off: the base model's config is unknown")
             return None
         return Watcher(self._store, [parse_source(w) for w in self._options.watch],
                        spec=self._spec, limits=self._limits,

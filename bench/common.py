@@ -87,24 +87,35 @@ def running_server(
     port = free_port()
     hotswap = Path(sys.executable).parent / "hotswap"
     cmd = [str(hotswap), "serve", *args, "--port", str(port)]
-    log.info("starting %s", " ".join(cmd[1:]))
+    with running_process(cmd, port, "/ready", log_path, timeout_s=timeout_s) as pid:
+        yield f"http://127.0.0.1:{port}", pid
+
+
+@contextlib.contextmanager
+def running_process(
+    cmd: Sequence[str], port: int, ready_path: str, log_path: Path, *,
+    env: dict[str, str] | None = None, timeout_s: float = START_TIMEOUT_S
+) -> Iterator[int]:
+    """Any HTTP server process (hotswap, vLLM's own): yields its pid once
+    ``GET ready_path`` on ``port`` answers 200, and stops it on the way out."""
+    log.info("starting %s", " ".join(str(c) for c in cmd[1:]))
     with log_path.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
-        with console.status("waiting for the engine (GET /ready)"):
+        with console.status(f"waiting for the server (GET {ready_path})"):
             while True:
                 if proc.poll() is not None:
                     raise SystemExit(f"server exited ({proc.returncode}):\n{tail(log_path)}")
                 if time.monotonic() - started > timeout_s:
                     raise SystemExit(f"server not ready in {timeout_s}s:\n{tail(log_path)}")
                 with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
                         break
                 time.sleep(1)
         log.info("server ready in %.0f s (pid %d)", time.monotonic() - started, proc.pid)
-        yield url, proc.pid
+        yield proc.pid
     finally:
         proc.terminate()
         try:

@@ -4,15 +4,17 @@ is a ``hotswap serve`` flag and a ``HOTSWAP_*`` variable like any other)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Self
 
-from pydantic import ByteSize, Field, field_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from ..adapters.errors import AdapterError
 from ..adapters.names import HUB_ALLOW_PATTERN
 from ..adapters.sources.s3 import SCHEME, S3Ref
 from ..adapters.watch import parse_source
+from ..adapters.watch.sources import DirSource
 
 
 class SourceSettings(BaseSettings):
@@ -94,8 +96,24 @@ class SourceSettings(BaseSettings):
     @field_validator("watch")
     @classmethod
     def _check_watch(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            parse_source(entry)  # ValueError: not an s3:// URL nor a directory
-        if len(set(value)) != len(value):
+        ids = [parse_source(entry).id for entry in value]  # ValueError: neither kind
+        if len(set(ids)) != len(ids):
             raise ValueError("a source is given twice")
         return value
+
+    @model_validator(mode="after")
+    def _watch_outside_store(self) -> Self:
+        """A watched dir may not hold the store nor lie in it: the store's staging dirs
+        would look like adapters (``tmp/stage-*`` as name ``tmp``)."""
+        store = getattr(self, "store_dir", None)  # Settings has it; this mixin alone not
+        if not isinstance(store, Path):
+            return self
+        store = store.resolve()
+        for entry in self.watch:
+            source = parse_source(entry)
+            if isinstance(source, DirSource):
+                root = source.root.resolve()
+                if root.is_relative_to(store) or store.is_relative_to(root):
+                    raise ValueError(f"--watch {entry}: the adapter store ({store}) must "
+                                     "not be inside it, nor it inside the store")
+        return self

@@ -55,6 +55,7 @@ from ..errors import (
     S3ObjectChanged,
     S3Unavailable,
 )
+from ..manifest import is_source
 from ..names import HUB_NAME_SEPARATOR, NAME_PATTERN
 from . import CHUNK
 from .hub import PROGRESS_INTERVAL_S, ProgressFn
@@ -70,8 +71,9 @@ for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
 SCHEME = "s3://"
 #: S3's bucket rules (3-63 of a-z 0-9 . -, starting and ending alphanumeric).
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-#: One key component: no control characters, no '@' (it separates the recorded version).
-_PART_PATTERN = re.compile(r"^[^\x00-\x1f\x7f@/\\]{1,255}$")
+#: One key component: no control characters or whitespace, no '@' (it separates the
+#: recorded version, which names the prefix without either).
+_PART_PATTERN = re.compile(r"^[^\x00-\x1f\x7f@/\\\s]{1,255}$")
 #: Longest prefix accepted (S3 keys are at most 1024 bytes; the file names follow).
 MAX_PREFIX_BYTES = 900
 #: Objects one listing level may hold: an adapter dir has a handful.
@@ -106,7 +108,8 @@ class S3Ref:
             for part in prefix.split("/"):
                 if not _PART_PATTERN.fullmatch(part) or part in (".", ".."):
                     raise InvalidS3Url(f"{text!r}: {part!r} is not a usable key component "
-                                       "(empty, '.', '..', '@' or a control character)")
+                                       "(empty, '.', '..', '@', whitespace or a control "
+                                       "character)")
         return cls(bucket, prefix)
 
     @property
@@ -196,15 +199,19 @@ def list_level(s3: S3Client, ref: S3Ref) -> dict[str, S3Object]:
     with s3_errors(str(ref)):
         pages = s3.get_paginator("list_objects_v2").paginate(
             Bucket=ref.bucket, Prefix=prefix, Delimiter="/")
+        seen = 0
         for page in pages:
+            # Sub-prefixes count too: a prefix with a million of them is no adapter dir,
+            # and paging through it would be a million list calls for one request.
+            seen += len(page.get("Contents", [])) + len(page.get("CommonPrefixes", []))
             for item in page.get("Contents", []):
                 if item["Key"].endswith("/"):
                     continue  # a "directory" key some servers list (SeaweedFS)
-                obj = S3Object(item["Key"], item["Size"], item["ETag"])
+                obj = S3Object(item["Key"], item["Size"], item.get("ETag", ""))
                 out[obj.name] = obj
-            if len(out) > MAX_LEVEL_OBJECTS:
-                raise S3NotFound(f"{ref} holds more than {MAX_LEVEL_OBJECTS} objects at its "
-                                 "top level: not an adapter directory")
+            if seen > MAX_LEVEL_OBJECTS:
+                raise S3NotFound(f"{ref} holds more than {MAX_LEVEL_OBJECTS} objects and "
+                                 "prefixes at its top level: not an adapter directory")
     return out
 
 
@@ -215,8 +222,8 @@ def list_tree(s3: S3Client, ref: S3Ref, max_objects: int) -> list[S3Object]:
     with s3_errors(str(ref)):
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=ref.bucket, Prefix=prefix)
         for page in pages:
-            out += [S3Object(i["Key"], i["Size"], i["ETag"]) for i in page.get("Contents", [])
-                    if not i["Key"].endswith("/")]
+            out += [S3Object(i["Key"], i["Size"], i.get("ETag", ""))
+                    for i in page.get("Contents", []) if not i["Key"].endswith("/")]
             if len(out) > max_objects:
                 raise S3Unavailable(f"{ref} holds more than {max_objects} objects; watch a "
                                     "narrower prefix")
@@ -239,12 +246,18 @@ def fetch(s3: S3Client, ref: S3Ref, level: dict[str, S3Object], dest: Path,
     """:func:`download` from a listing already made (a watcher's)."""
     names = select({name: obj.size for name, obj in level.items()}, str(ref), limits)
     wanted = [level[name] for name in names]
+    if not all(o.etag for o in wanted):
+        raise S3Unavailable(f"object storage sent no ETag for the files under {ref}: the "
+                            "download can not be pinned to what was listed")
+    source = f"{ref}@{level[WEIGHTS_FILE].etag.strip(chr(34))}"
+    if not is_source(source):  # before a byte moves, not after the download
+        raise InvalidS3Url(f"{ref}: its weights' ETag can not be recorded as a version")
     progress = _Progress(sum(o.size for o in wanted), on_progress)
     logger.info("pulling %s: %d files, %d bytes", ref, len(wanted), progress.total)
     for obj in wanted:
         _fetch_object(s3, ref, obj, dest / obj.name, progress)
     progress.finish()
-    return f"{ref}@{level[WEIGHTS_FILE].etag.strip(chr(34))}"
+    return source
 
 
 def _fetch_object(s3: S3Client, ref: S3Ref, obj: S3Object, path: Path,

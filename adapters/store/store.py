@@ -11,9 +11,16 @@ import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import EllipsisType
 
 from ..admission import AdmissionLimits, BaseModelSpec, admit
-from ..errors import AdapterNotFound, StoreCorrupt, VersionNotFound, disk_full_errors
+from ..errors import (
+    AdapterNotFound,
+    NameTaken,
+    StoreCorrupt,
+    VersionNotFound,
+    disk_full_errors,
+)
 from ..manifest import Manifest, is_digest, is_source
 from ..names import DEFAULT_TAG, parse_ref, validate_name, validate_own_name, validate_tag
 from ..sources.local import import_dir
@@ -82,8 +89,14 @@ class Store:
         source: str,
         spec: BaseModelSpec,
         limits: AdmissionLimits,
+        expect: str | EllipsisType | None = ...,
     ) -> Manifest:
         """Admit ``staged_dir``, store it as a version, point ``name:tag`` at it.
+
+        ``expect`` (a digest, or None for "no such ref"): move the ref only if it still
+        points there, compared under the store's lock, else :class:`NameTaken` (unless it
+        points at this very version already) and nothing is stored: a writer that decided
+        from an earlier read (a watcher) can not overwrite what an upload put there since.
 
         ``staged_dir`` should come from :meth:`staging`; its kept files are moved, not
         copied. Any other directory is first copied into a staging dir, so nobody can
@@ -103,7 +116,8 @@ class Store:
         if staged_dir.resolve().parent != self._layout.tmp.resolve():
             with self.staging() as own:
                 import_dir(staged_dir, own, limits)
-                return self.add(own, name=name, tag=tag, source=source, spec=spec, limits=limits)
+                return self.add(own, name=name, tag=tag, source=source, spec=spec, limits=limits,
+                                expect=expect)
 
         report = admit(staged_dir, spec, limits)
         commit = Path(tempfile.mkdtemp(prefix="commit-", dir=self._layout.tmp))
@@ -112,6 +126,11 @@ class Store:
                                     source=source)
             digest = manifest.digest
             with self._lock():
+                if expect is not ...:
+                    now = refs.read_ref(self._layout, name, tag)
+                    if now not in (expect, digest):
+                        raise NameTaken(f"{name}:{tag} was re-pointed meanwhile (by an "
+                                        "upload, a pull or a tag); left as it is")
                 final = self._layout.versions / digest
                 if final.exists():
                     # Same content already stored (maybe under another name): reuse it.

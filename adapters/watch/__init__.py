@@ -25,7 +25,9 @@ def parse_source(value: str) -> WatchSource:
             return S3Source(S3Ref.parse(value))
         except Exception as exc:
             raise ValueError(getattr(exc, "message", str(exc))) from None
-    path = Path(value).expanduser().resolve()
+    # Absolute, not resolved: a symlinked root that is re-pointed (releases/X -> Y) is
+    # followed at the next listing.
+    path = Path(value).expanduser().absolute()
     if not path.is_dir():
         raise ValueError(f"{value} is not a directory (nor an s3:// URL)")
     return DirSource(path)

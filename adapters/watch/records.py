@@ -9,7 +9,8 @@ So each registration leaves a record in the store folder::
     watch/<name>@<tag>    {"source": "<watched source>", "digest": "...", "fingerprint": "..."}
 
 ``digest`` is None while a registration is under way (written before the ref moves, so a
-replica that sees the new ref also sees whose it is). ``fingerprint`` is what the source
+replica that sees the new ref also sees whose it is; a registration that fails puts the
+record it found back). ``fingerprint`` is what the source
 listed (ETags, sizes, mtimes): a replica that finds its source unchanged since another
 registered it fetches nothing. An upload, tag or delete through the API forgets the
 record, so a name taken over by hand is never moved by a watcher again.
@@ -76,8 +77,17 @@ class WatchRecords:
 
     def forget_if(self, record: WatchRecord) -> None:
         """Drop ``record`` only if it is still the one on disk (not re-written since)."""
-        if self.get(record.name, record.tag) == record:
+        self.restore_if(record, None)
+
+    def restore_if(self, record: WatchRecord, previous: WatchRecord | None) -> None:
+        """Put ``previous`` back (None: no record) if ``record`` is still the one on disk:
+        a registration that failed leaves ownership as it found it."""
+        if self.get(record.name, record.tag) != record:
+            return  # re-written (another replica) or forgotten (taken over by hand)
+        if previous is None:
             self._path(record.name, record.tag).unlink(missing_ok=True)
+        else:
+            self.write(previous)
 
     def _path(self, name: str, tag: str) -> Path:
         return self._dir / f"{name}@{tag}"

@@ -28,7 +28,7 @@ from ..admission import CONFIG_FILE, PICKLE_SUFFIXES, AdmissionLimits
 from ..errors import SourceNotFound, TooLarge, UnsafePath
 from ..names import DEFAULT_TAG
 from ..sources import CHUNK, s3
-from ..sources.selection import select
+from ..sources.selection import ADAPTER_FILES, select
 
 #: Objects (or directory entries) one scan may list before it gives up on the source.
 MAX_SCAN_ENTRIES = 100_000
@@ -47,13 +47,20 @@ class Candidate:
     handle: Any
 
 
+def is_adapter_file(name: str) -> bool:
+    """What makes a level an adapter, and what its fingerprint covers: a change to a
+    README or a training log beside the adapter fetches nothing."""
+    return name in ADAPTER_FILES or PurePosixPath(name).suffix.lower() in (
+        ".safetensors", *PICKLE_SUFFIXES)
+
+
 def is_adapter_level(names: list[str]) -> bool:
-    return any(n == CONFIG_FILE or PurePosixPath(n).suffix.lower() in
-               (".safetensors", *PICKLE_SUFFIXES) for n in names)
+    return CONFIG_FILE in names or any(is_adapter_file(n) for n in names)
 
 
 def fingerprint(parts: list[tuple[str, ...]]) -> str:
-    return hashlib.sha256(repr(sorted(parts)).encode()).hexdigest()[:32]
+    kept = sorted(p for p in parts if is_adapter_file(p[0]))
+    return hashlib.sha256(repr(kept).encode()).hexdigest()[:32]
 
 
 class WatchSource(ABC):
@@ -131,10 +138,11 @@ class DirSource(WatchSource):
                     out[(name, tag)] = self._candidate(name, tag, tag_path, tag_files)
         return out
 
-    @staticmethod
-    def _candidate(name: str, tag: str, path: Path,
+    def _candidate(self, name: str, tag: str, path: Path,
                    files: dict[str, os.stat_result]) -> Candidate:
-        return Candidate(name, tag, str(path), {n: st.st_size for n, st in files.items()},
+        # Messages name the level below the watched dir, not the server's path.
+        where = f"watched dir: {path.relative_to(self.root)}/"
+        return Candidate(name, tag, where, {n: st.st_size for n, st in files.items()},
                          fingerprint([(n, str(st.st_size), str(st.st_mtime_ns))
                                       for n, st in files.items()]), path)
 
@@ -153,13 +161,15 @@ def _subdirs(path: Path, budget: list[int]) -> list[tuple[str, Path]]:
 def _level(path: Path, budget: list[int]
            ) -> tuple[dict[str, os.stat_result], list[tuple[str, Path]]]:
     """Regular files (name -> stat) and subdirectories of ``path``; symlinks followed
-    (the operator chose the directory, as with ``--adapter``)."""
+    (the operator chose the directory, as with ``--adapter``). A directory that can not
+    be read raises (the scan fails and unregisters nothing): an I/O error or a lost
+    permission is not an adapter removed."""
     files: dict[str, os.stat_result] = {}
     dirs: list[tuple[str, Path]] = []
     try:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
-    except OSError:
-        return files, dirs  # removed while scanned: gone next time
+    except FileNotFoundError:
+        return files, dirs  # removed since its parent was listed: gone, truly
     for entry in entries:
         budget[0] -= 1
         if budget[0] < 0:

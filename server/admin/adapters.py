@@ -102,7 +102,7 @@ async def pull_adapter(body: PullRequest, service: ServiceDep, principal: Princi
     if body.source is not None and body.source.startswith(s3.SCHEME):
         ref = S3Ref.parse(body.source)
         # Refusals that need no download answer with their own status, even streaming.
-        name = service.s3.check(ref, body.name, body.tag)
+        name = service.check_s3_pull(ref, body.name, body.tag)
         principal.check_manage(name)
 
         start = functools.partial(_pull_s3, service, ref, name, body.tag)

@@ -131,6 +131,10 @@ def test_s3_adapter_appears_changes_and_goes_on_both_replicas(
     assert len(first) == 1  # one version, whichever replica registered it
     for r in replicas:
         assert ids(r, "baker", prompt_ids) == expected["first"]
+        models = httpx.get(f"{r.url}/v1/models", headers=r.headers, timeout=30).json()
+        assert "baker" in {m["id"] for m in models["data"]}  # a model like any other
+        listed = adapter(r, "baker")
+        assert listed is not None and listed["loaded"]  # resident after serving
 
     s3_server.put_dir(BUCKET, f"{prefix}/baker", loras["second"])  # overwritten
     wait_for(lambda: all(digest_of(r, "baker") not in first for r in replicas),

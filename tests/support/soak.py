@@ -8,10 +8,8 @@ it is loaded here by its path, as the package ``soak_core``, without putting ben
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 from types import ModuleType
@@ -19,9 +17,9 @@ from types import ModuleType
 import torch
 from hotswap.adapters.admission import BaseModelSpec
 
+from support.bench_core import load_bench_package
 from support.loras import write_lora
 
-CORE_DIR = Path(__file__).resolve().parents[2] / "bench" / "soak_core"
 # Random N(0, 1) weights scaled to this std: the answers of two versions differ clearly
 # (the soak counts pairs it cannot tell apart) while staying text, as with peft_ref's.
 WEIGHT_STD = 0.08
@@ -29,15 +27,7 @@ WEIGHT_STD = 0.08
 
 def load_core() -> ModuleType:
     """bench/soak_core as the module ``soak_core`` (loaded once per process)."""
-    if "soak_core" in sys.modules:
-        return sys.modules["soak_core"]
-    spec = importlib.util.spec_from_file_location(
-        "soak_core", CORE_DIR / "__init__.py", submodule_search_locations=[str(CORE_DIR)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["soak_core"] = module  # before exec: its submodules import the package
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_package("soak_core")
 
 
 class Archives:

@@ -5,12 +5,14 @@ Each ``sync()`` is one pass of the loop (the loop itself only sleeps between pas
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hotswap.adapters.admission import AdmissionLimits, BaseModelSpec
 from hotswap.adapters.store import Store
 from hotswap.adapters.watch import Watcher, parse_source
+from hotswap.adapters.watch.records import WatchRecords
 from hotswap.adapters.watch.sources import Candidate, DirSource
 from support.fakes import make_adapter_dir
 
@@ -32,9 +34,10 @@ class CountingDir(DirSource):
 class Rig:
     """One "replica": a watcher over ``watched`` into the store at ``store_dir``."""
 
-    def __init__(self, store_dir: Path, watched: Path, spec: BaseModelSpec) -> None:
+    def __init__(self, store_dir: Path, watched: Path, spec: BaseModelSpec,
+                 source: CountingDir | None = None) -> None:
         self.store = Store(store_dir)
-        self.source = CountingDir(watched)
+        self.source = source or CountingDir(watched)
         self.removed: list[set[str]] = []
 
         async def on_removed(digests: set[str]) -> None:
@@ -92,17 +95,22 @@ async def test_new_changed_and_removed_adapters(rig: Rig, watched: Path,
     await rig.watcher.sync()
     assert rig.digest("alpha") != first  # a new version under the same name
     assert rig.digest("alpha:canary") == canary
-    assert rig.removed == []  # a re-pointed ref removes nothing
+    assert rig.removed == [{first}]  # the replaced version, for the engine to retire
 
     shutil.rmtree(watched / "alpha" / "canary")
     await rig.watcher.sync()
     assert rig.store.entry("alpha") is not None
     assert "canary" not in rig.store.entry("alpha").tags  # type: ignore[union-attr]
-    assert len(rig.removed) == 1
+    assert rig.removed[-1] == {canary}
     shutil.rmtree(watched / "alpha")
+    # Nothing left at all: as likely an empty mount point as a decision, so it takes a
+    # second listing that agrees.
+    await rig.watcher.sync()
+    assert rig.store.entry("alpha") is not None
+    assert "listed no adapters" in (rig.watcher.states()[0].error or "")
     await rig.watcher.sync()
     assert rig.store.entry("alpha") is None
-    assert len(rig.removed) == 2
+    assert rig.watcher.states()[0].error is None
 
 
 async def test_a_broken_adapter_is_listed_and_the_others_serve(rig: Rig, watched: Path,
@@ -167,17 +175,18 @@ async def test_replicas_on_one_store_converge_and_fetch_once(tmp_path: Path, wat
     await b.watcher.sync()
     assert a.digest("alpha") == b.digest("alpha")
     assert a.source.fetched == ["alpha:latest"] and b.source.fetched == []
+    put(watched, "beta", 2, tmp_path)
     shutil.rmtree(watched / "alpha")
     await b.watcher.sync()  # either replica may notice the removal
     await a.watcher.sync()
-    assert a.store.entry("alpha") is None
+    assert a.store.entry("alpha") is None and a.digest("beta") == b.digest("beta")
     # A restarted replica finds what it registered from the records: gone stays gone.
-    put(watched, "beta", 2, tmp_path)
+    put(watched, "gamma", 3, tmp_path)
     await a.watcher.sync()
-    shutil.rmtree(watched / "beta")
+    shutil.rmtree(watched / "gamma")
     restarted = Rig(tmp_path / "store", watched, spec)
     await restarted.watcher.sync()
-    assert restarted.store.entry("beta") is None
+    assert restarted.store.entry("gamma") is None
 
 
 async def test_an_unlistable_source_keeps_what_it_registered(rig: Rig, watched: Path,
@@ -195,8 +204,47 @@ async def test_an_unlistable_source_keeps_what_it_registered(rig: Rig, watched: 
     assert rig.watcher.states()[0].error is None
 
 
+class UploadingDir(CountingDir):
+    """A source whose fetch is overtaken: an upload lands on the name meanwhile."""
+
+    def __init__(self, root: Path, upload: Callable[[], None]) -> None:
+        super().__init__(root)
+        self.upload = upload
+
+    def fetch(self, candidate: Candidate, dest: Path, limits: AdmissionLimits) -> str:
+        self.upload()
+        return super().fetch(candidate, dest, limits)
+
+
+async def test_an_upload_during_the_fetch_wins(rig: Rig, watched: Path, tmp_path: Path,
+                                               spec: BaseModelSpec) -> None:
+    put(watched, "alpha", 1, tmp_path)
+    await rig.watcher.sync()
+    watched_version = rig.digest("alpha")
+    put(watched, "alpha", 2, tmp_path)  # changed: the next pass fetches it again
+    records = WatchRecords(rig.store.root)
+    uploaded: list[str] = []
+
+    def upload() -> None:  # what AdapterService.upload does: add, then forget the record
+        m = rig.store.add(make_adapter_dir(tmp_path / "up", "u", seed=9), name="alpha",
+                          source="upload", spec=spec, limits=LIMITS)
+        records.forget("alpha:latest")
+        uploaded.append(m.digest)
+
+    source = UploadingDir(watched, upload)
+    rig = Rig(tmp_path / "store", watched, spec, source)  # the same store, a new pass
+    await rig.watcher.sync()
+    assert rig.digest("alpha") == uploaded[0] != watched_version
+    assert rig.refused() == {"alpha:latest": "name_taken"}
+    source.upload = lambda: None
+    put(watched, "alpha", 3, tmp_path)
+    await rig.watcher.sync()  # the name stays the upload's
+    assert rig.digest("alpha") == uploaded[0]
+    assert rig.refused() == {"alpha:latest": "name_taken"}
+
+
 def test_parse_source(tmp_path: Path) -> None:
-    assert parse_source(str(tmp_path)).id == str(tmp_path.resolve())
+    assert parse_source(str(tmp_path)).id == str(tmp_path.absolute())
     assert parse_source("s3://bucket/some/prefix/").id == "s3://bucket/some/prefix"
     with pytest.raises(ValueError, match="not a directory"):
         parse_source(str(tmp_path / "missing"))

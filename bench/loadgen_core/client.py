@@ -1,0 +1,69 @@
+"""One streaming completion, timed at the client: when each token arrived."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from .workload import Request
+
+
+@dataclass
+class Result:
+    index: int
+    model: str
+    sent: float  # perf_counter when sent
+    #: perf_counter of each chunk that carried text (a chunk may carry several tokens).
+    chunks: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def ttft(self) -> float | None:
+        return self.chunks[0] - self.sent if self.chunks else None
+
+    @property
+    def latency(self) -> float | None:
+        return self.chunks[-1] - self.sent if self.chunks else None
+
+    @property
+    def tpot(self) -> float | None:
+        """Time per output token after the first (None for one-token answers)."""
+        if len(self.chunks) < 2 or self.output_tokens < 2:
+            return None
+        return (self.chunks[-1] - self.chunks[0]) / (self.output_tokens - 1)
+
+
+async def send(client: httpx.AsyncClient, request: Request) -> Result:
+    """POST /v1/completions with ``stream: true``; every output token is forced
+    (``min_tokens`` = ``max_tokens``: vLLM's extension, honoured by hotswap), so all
+    servers generate the same amount of work."""
+    result = Result(request.index, request.model, time.perf_counter())
+    body = {"model": request.model, "prompt": request.prompt,
+            "max_tokens": request.max_tokens, "min_tokens": request.max_tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    try:
+        async with client.stream("POST", "/v1/completions", json=body) as resp:
+            if resp.status_code != 200:
+                text = (await resp.aread()).decode(errors="replace")[:200]
+                result.error = f"HTTP {resp.status_code}: {text}"
+                return result
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[len("data: "):])
+                if any(c.get("text") for c in event.get("choices") or []):
+                    result.chunks.append(time.perf_counter())
+                usage = event.get("usage")
+                if usage:
+                    result.output_tokens = usage["completion_tokens"]
+                    result.prompt_tokens = usage["prompt_tokens"]
+    except httpx.HTTPError as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    if result.error is None and not result.output_tokens:
+        result.error = "no usage in the stream"
+    return result
