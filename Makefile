@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install prepare-model prometheus checkov serve test lint bench bench-registry bench-peft-cost soak clean
+.PHONY: install prepare-model prometheus checkov serve test lint bench bench-registry bench-vs-vllm loadgen bench-peft-cost soak clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,14 @@ bench: prepare-model
 
 bench-registry: prepare-model
 	$(BIN)/python bench/registry_scale.py
+
+# hotswap vs vLLM's own OpenAI server, same engine build (ARGS="--rounds 1" for a smoke run).
+bench-vs-vllm: prepare-model
+	$(BIN)/python bench/vs_vllm.py $(ARGS)
+
+# The load generator against a running server: make loadgen ARGS="--url ... --model ...".
+loadgen:
+	$(BIN)/python bench/loadgen.py $(ARGS)
 
 bench-peft-cost: prepare-model
 	$(BIN)/python bench/peft_engine_cost.py $(ARGS)
