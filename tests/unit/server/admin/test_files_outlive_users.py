@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from hotswap.adapters import collector as collector_module
-from hotswap.adapters import service as service_module
 from hotswap.adapters.errors import AdapterNotFound
 from hotswap.adapters.service import AdapterService
+from hotswap.adapters.store import GC_GRACE_S
 from hotswap.server.engine.fake import FakeEngine
 from hotswap.server.serving.models import ServedModels
 from hotswap.server.serving.table import ServingTable
@@ -71,7 +71,7 @@ async def test_within_grace_files_stay_then_a_planned_gc_removes_them(
 
 
 async def test_default_grace_keeps_unused_files(tmp_path: Path) -> None:
-    service, _, models = await serving(tmp_path, grace_s=service_module.GC_GRACE_S)
+    service, _, models = await serving(tmp_path, grace_s=GC_GRACE_S)
     manifest = await service.import_dir("a", make_adapter_dir(tmp_path, "src"))
     await models.delete("a")
     assert await service.gc() == []
