@@ -67,6 +67,8 @@ class WatchSource(ABC):
     """One ``--watch`` source. ``id`` names it in records and listings."""
 
     id: str
+    #: The ``source`` label of its load-time metrics.
+    kind: str
 
     @abstractmethod
     def scan(self) -> dict[tuple[str, str], Candidate]:
@@ -84,6 +86,8 @@ class WatchSource(ABC):
 
 
 class S3Source(WatchSource):
+    kind = "s3"
+
     def __init__(self, ref: s3.S3Ref) -> None:
         self.ref = ref
         self.id = str(ref).rstrip("/")
@@ -102,7 +106,7 @@ class S3Source(WatchSource):
         # Name levels first: a tag dir literally called "latest" wins over them.
         for (name, tag), level in sorted(levels.items(), key=lambda kv: kv[0][1] is not None):
             if is_adapter_level(list(level)):
-                ref = self.ref.child(name) if tag is None else self.ref.child(name, tag)
+                ref = self.ref.child(name, tag or "")
                 out[(name, tag or DEFAULT_TAG)] = Candidate(
                     name, tag or DEFAULT_TAG, str(ref), {n: o.size for n, o in level.items()},
                     fingerprint([(n, o.etag, str(o.size)) for n, o in level.items()]),
@@ -115,6 +119,8 @@ class S3Source(WatchSource):
 
 
 class DirSource(WatchSource):
+    kind = "path"
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.id = str(root)
@@ -128,7 +134,7 @@ class DirSource(WatchSource):
             raise SourceNotFound(f"watched directory {self.root} is gone")
         out: dict[tuple[str, str], Candidate] = {}
         budget = [MAX_SCAN_ENTRIES]
-        for name, path in _subdirs(self.root, budget):
+        for name, path in _level(self.root, budget)[1]:
             files, subdirs = _level(path, budget)
             if is_adapter_level(list(files)):
                 out[(name, DEFAULT_TAG)] = self._candidate(name, DEFAULT_TAG, path, files)
@@ -152,10 +158,6 @@ class DirSource(WatchSource):
         for name in select(candidate.files, candidate.where, limits):
             budget -= _copy(path / name, dest / name, budget)
         return f"path:{path}"
-
-
-def _subdirs(path: Path, budget: list[int]) -> list[tuple[str, Path]]:
-    return _level(path, budget)[1]
 
 
 def _level(path: Path, budget: list[int]

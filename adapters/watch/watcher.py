@@ -215,11 +215,10 @@ class Watcher:
 
     def _fetch_and_add(self, source: WatchSource, candidate: Candidate,
                        current: str | None) -> Manifest:
-        kind = "s3" if source.id.startswith("s3://") else "path"
         with disk_full_errors("fetching a watched adapter"), self._store.staging() as staged:
-            with timed("fetch", kind):
+            with timed("fetch", source.kind):
                 origin = source.fetch(candidate, staged, self._limits)
-            with timed("admission", kind):
+            with timed("admission", source.kind):
                 # expect: only where this pass saw the ref (an upload since wins).
                 return self._store.add(staged, name=candidate.name, tag=candidate.tag,
                                        source=origin, spec=self._spec, limits=self._limits,

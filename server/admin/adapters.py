@@ -18,9 +18,8 @@ from starlette.requests import ClientDisconnect
 from ...adapters.errors import TooLarge, VersionNotFound
 from ...adapters.manifest import Manifest
 from ...adapters.names import DEFAULT_TAG
-from ...adapters.service import AdapterService
 from ...adapters.sources import s3
-from ...adapters.sources.hub import HubRef, ProgressFn
+from ...adapters.sources.hub import HubRef
 from ...adapters.sources.s3 import S3Ref
 from ..auth import PrincipalDep
 from ..deps import ModelsDep, ServiceDep, TableDep
@@ -98,39 +97,26 @@ async def upload_adapter(request: Request, service: ServiceDep, principal: Princ
                      "storage; admit, store and tag it")
 async def pull_adapter(body: PullRequest, service: ServiceDep, principal: PrincipalDep
                        ) -> Any:
-    start: Callable[[ProgressFn | None], Awaitable[Manifest]]
+    # start(on_progress=...): the pull, the same call streaming or not.
+    start: Callable[..., Awaitable[Manifest]]
     if body.source is not None and body.source.startswith(s3.SCHEME):
         ref = S3Ref.parse(body.source)
         # Refusals that need no download answer with their own status, even streaming.
         name = service.check_s3_pull(ref, body.name, body.tag)
         principal.check_manage(name)
-
-        start = functools.partial(_pull_s3, service, ref, name, body.tag)
-
+        start = functools.partial(service.pull_s3, ref, name=name, tag=body.tag)
         first: dict[str, Any] = {"source": str(ref)}
     else:
         href = _hub_ref(body)
         name = service.check_pull(href, body.name, body.tag)
         principal.check_manage(name)
-
-        start = functools.partial(_pull_hub, service, href, name, body.tag)
-
+        start = functools.partial(service.pull, href, name=name, tag=body.tag)
         first = {"repo": href.repo_id, "revision": href.revision}
     if not body.stream:
-        manifest = await start(None)
+        manifest = await start()
         return TaggedVersion(name=name, tag=body.tag, version=AdapterVersion.of(manifest))
     return StreamingResponse(pull_events(start, first, name, body.tag), status_code=201,
                              media_type="application/x-ndjson")
-
-
-async def _pull_s3(service: AdapterService, ref: S3Ref, name: str, tag: str,
-                   report: ProgressFn | None) -> Manifest:
-    return await service.pull_s3(ref, name=name, tag=tag, on_progress=report)
-
-
-async def _pull_hub(service: AdapterService, href: HubRef, name: str, tag: str,
-                    report: ProgressFn | None) -> Manifest:
-    return await service.pull(href, name=name, tag=tag, on_progress=report)
 
 
 def _hub_ref(body: PullRequest) -> HubRef:

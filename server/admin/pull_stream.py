@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ...adapters.manifest import Manifest
-from ...adapters.sources.hub import ProgressFn
 from ..errors import from_exception, to_body
 from .protocol import AdapterVersion, TaggedVersion
 
 
-async def pull_events(start: Callable[[ProgressFn], Awaitable[Manifest]],
+async def pull_events(start: Callable[..., Awaitable[Manifest]],
                       first: dict[str, Any], name: str, tag: str) -> AsyncIterator[str]:
-    """``start(on_progress)``: the pull; ``first``: the fields of the ``pulling`` line."""
+    """``start(on_progress=...)``: the pull; ``first``: the ``pulling`` line's fields."""
     loop = asyncio.get_running_loop()
     progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
 
@@ -24,7 +23,7 @@ async def pull_events(start: Callable[[ProgressFn], Awaitable[Manifest]],
         loop.call_soon_threadsafe(progress.put_nowait, (done, total))
 
     # A task of its own: a client that disconnects stops the stream, not the pull.
-    pull = asyncio.ensure_future(start(on_progress))
+    pull = asyncio.ensure_future(start(on_progress=on_progress))
     pull.add_done_callback(_retrieve)  # a failure nobody streams any more is not "lost"
     yield _line({"status": "pulling", **first})
     update: asyncio.Task[tuple[int, int]] | None = None
