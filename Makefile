@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install prepare-model prometheus checkov serve test lint bench bench-registry bench-vs-vllm loadgen bench-peft-cost soak clean
+.PHONY: install prepare-model prometheus checkov serve test lint bench bench-registry bench-vs-vllm bench-storage loadgen bench-peft-cost soak clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -69,6 +69,9 @@ bench-registry: prepare-model
 # hotswap vs vLLM's own OpenAI server, same engine build (ARGS="--rounds 1" for a smoke run).
 bench-vs-vllm: prepare-model
 	$(BIN)/python bench/vs_vllm.py $(ARGS)
+
+bench-storage: prepare-model
+	$(BIN)/python bench/storage.py $(ARGS)
 
 # The load generator against a running server: make loadgen ARGS="--url ... --model ...".
 loadgen:

@@ -268,8 +268,37 @@ def repo_relative(path: Path) -> str:
     return Path(os.path.relpath(path, REPO)).as_posix()
 
 
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def fast_dtype() -> str:
+    """bfloat16 where the CPU computes it natively (AVX-512 BF16 or AMX), else float32:
+    without them torch emulates bf16 matmuls, about 4x slower than float32 here (an AMD
+    EPYC without AVX-512: 26 vs 114 output tok/s at 16 concurrent streams)."""
+    return "bfloat16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
 def machine() -> str:
-    return f"{os.cpu_count()} cores ({platform.machine()}), shared with other work"
+    flags = cpu_flags()
+    simd = ("AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags
+            else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2")
+    return (f"{os.cpu_count()} cores ({platform.machine()}, {cpu_model()}, {simd}), "
+            "shared with other work")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def load_average() -> str:

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +67,8 @@ def parse_args() -> Config:
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--adapters", type=int, default=2)
     p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default=common.fast_dtype(),
+                   help="default: bfloat16 if the CPU has native bf16, else float32")
     p.add_argument("--max-loras", type=int, default=4)
     p.add_argument("--defaults", action="store_true", help="also each at its own defaults")
     p.add_argument("--no-record", dest="record", action="store_false")
@@ -117,31 +120,55 @@ def node_memory() -> int:
     return int(get_memory_node_info(0).total_memory)
 
 
-def measure(arm: str, cfg: Config, model: Path, adapters: dict[str, Path], work: Path
-            ) -> Summary:
+@contextlib.contextmanager
+def serving(arm: str, cfg: Config, model: Path, adapters: dict[str, Path], work: Path
+            ) -> Iterator[tuple[str, int]]:
+    """One arm's server, warmed up: yields (url, pid)."""
     port = common.free_port()
     cmd, env, ready = command(arm, cfg, model, adapters, port)
-    url = f"http://127.0.0.1:{port}"
-    models = (SERVED, *adapters)
     log_path = work / f"{arm.replace(' ', '_')}.log"
-    with common.running_process(cmd, port, ready, log_path, env=env):
-        # Warm-up: one request per model, so no arm pays a first load in the measurement.
-        warm = make_workload(WorkloadSpec(models=models, requests=len(models), alpha=0,
-                                          output_mean=4, seed=99))
-        asyncio.run(run_closed(url, warm, 1))
-        workload = make_workload(WorkloadSpec(
-            models=models, requests=cfg.requests, alpha=cfg.alpha,
-            prompt_mean=cfg.prompt_tokens, prompt_std=cfg.prompt_tokens / 4,
-            output_mean=cfg.tokens, seed=0))
-        with common.progress_bar() as bar:
-            task = bar.add_task(arm, total=cfg.requests)
-            results, wall = asyncio.run(run_closed(
-                url, workload, cfg.concurrency,
-                on_progress=lambda done, _: bar.update(task, completed=done)))
+    with common.running_process(cmd, port, ready, log_path, env=env) as pid:
+        url = f"http://127.0.0.1:{port}"
+        warm_up(url, cfg, (SERVED, *adapters))
+        yield url, pid
+
+
+def warm_up(url: str, cfg: Config, models: tuple[str, ...]) -> None:
+    """Every model once, then full batches of mixed models. Without the batches the
+    measurement pays the engine's first compiles (torch.compile specializes batch size
+    1, so a lone request per model compiles only that; the first batch of 16 then
+    stalled every arm for 15-35 s)."""
+    first = make_workload(WorkloadSpec(models=models, requests=len(models), alpha=0,
+                                       output_mean=4, seed=99))
+    asyncio.run(run_closed(url, first, 1))
+    batch = make_workload(WorkloadSpec(
+        models=models, requests=2 * cfg.concurrency, alpha=0,
+        prompt_mean=cfg.prompt_tokens, prompt_std=cfg.prompt_tokens / 4,
+        output_mean=8, seed=98))
+    asyncio.run(run_closed(url, batch, cfg.concurrency))
+
+
+def load(url: str, cfg: Config, models: tuple[str, ...], label: str) -> Summary:
+    """The measured workload (the same requests for every arm), with a progress bar."""
+    workload = make_workload(WorkloadSpec(
+        models=models, requests=cfg.requests, alpha=cfg.alpha,
+        prompt_mean=cfg.prompt_tokens, prompt_std=cfg.prompt_tokens / 4,
+        output_mean=cfg.tokens, seed=0))
+    with common.progress_bar() as bar:
+        task = bar.add_task(label, total=cfg.requests)
+        results, wall = asyncio.run(run_closed(
+            url, workload, cfg.concurrency,
+            on_progress=lambda done, _: bar.update(task, completed=done)))
     summary = summarize(results, wall)
     if summary.errors:
-        raise SystemExit(f"{arm}: {summary.errors} errors, e.g. {summary.error_samples}")
+        raise SystemExit(f"{label}: {summary.errors} errors, e.g. {summary.error_samples}")
     return summary
+
+
+def measure(arm: str, cfg: Config, model: Path, adapters: dict[str, Path], work: Path
+            ) -> Summary:
+    with serving(arm, cfg, model, adapters, work) as (url, _):
+        return load(url, cfg, (SERVED, *adapters), arm)
 
 
 def table(cfg: Config, arms: tuple[str, ...], runs: dict[str, list[Summary]]) -> str:
@@ -201,12 +228,13 @@ def record(cfg: Config, arms: tuple[str, ...], runs: dict[str, list[Summary]],
            png: Path) -> None:
     import datetime as dt
 
+    defaults = " --defaults" if cfg.defaults else ""
     text = f"""
 ## hotswap vs vLLM's OpenAI server, same engine build ({dt.date.today()})
 
 Machine: {common.machine()}; load average at the end {common.load_average()}.
 Command: `python bench/vs_vllm.py --rounds {cfg.rounds} --requests {cfg.requests}
---concurrency {cfg.concurrency} --tokens {cfg.tokens}{' --defaults' if cfg.defaults else ''}`.
+--concurrency {cfg.concurrency} --tokens {cfg.tokens} --dtype {cfg.dtype}{defaults}`.
 Bundled model ({cfg.dtype}), {cfg.adapters} rank-16 LoRA adapters on all projections plus
 the base, Zipf alpha {cfg.alpha}; {cfg.requests} streaming completions of {cfg.tokens}
 forced tokens ({cfg.prompt_tokens}-token prompts on average), {cfg.concurrency} in flight;

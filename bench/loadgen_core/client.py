@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -52,10 +53,10 @@ async def send(client: httpx.AsyncClient, request: Request) -> Result:
                 text = (await resp.aread()).decode(errors="replace")[:200]
                 result.error = f"HTTP {resp.status_code}: {text}"
                 return result
-            async for line in resp.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
+            async for line in _sse_lines(resp):
+                if not line.startswith(b"data: ") or line == b"data: [DONE]":
                     continue
-                event = json.loads(line[len("data: "):])
+                event = json.loads(line[len(b"data: "):])
                 if any(c.get("text") for c in event.get("choices") or []):
                     result.chunks.append(time.perf_counter())
                 usage = event.get("usage")
@@ -67,3 +68,17 @@ async def send(client: httpx.AsyncClient, request: Request) -> Result:
     if result.error is None and not result.output_tokens:
         result.error = "no usage in the stream"
     return result
+
+
+async def _sse_lines(resp: httpx.Response) -> AsyncIterator[bytes]:
+    """The stream's lines, split on ``\n`` only. Not httpx's aiter_lines: that splits
+    like str.splitlines, also on U+2028, U+0085 and the like, which servers send raw
+    inside JSON strings (generated text is arbitrary) and which cut an event in two."""
+    buffer = b""
+    async for data in resp.aiter_bytes():
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r")
+    if buffer:
+        yield buffer

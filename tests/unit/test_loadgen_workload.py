@@ -56,3 +56,38 @@ def test_summary_arithmetic() -> None:
     assert s.ttft["p50"] == pytest.approx(0.75)
     assert ok.tpot == pytest.approx(0.25) and also.tpot == pytest.approx(1.0)
     assert s.tpot["p99"] == pytest.approx(0.9925)
+
+
+def test_events_split_on_newlines_only() -> None:
+    """Generated text holds any character; U+2028 or U+0085 sent raw inside an event's
+    JSON (as servers do, ensure_ascii off) must not cut the event, and chunks may end
+    anywhere."""
+    import asyncio
+    import json
+
+    import httpx
+    from loadgen_core.client import send
+    from loadgen_core.workload import Request
+
+    text = "a\u2028b\x85c\u2029"
+    events = [{"choices": [{"text": text}]}, {"choices": [{"text": "d"}]},
+              {"choices": [], "usage": {"completion_tokens": 2, "prompt_tokens": 3}}]
+    body = "".join(f"data: {json.dumps(e, ensure_ascii=False)}\n\n" for e in events)
+    body += "data: [DONE]\n\n"
+    raw = body.encode()
+
+    async def chunks() -> object:
+        for i in range(0, len(raw), 7):  # cut mid-character and mid-line
+            yield raw[i:i + 7]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=chunks(), headers={"content-type": "text/event-stream"})
+
+    async def run() -> object:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler),
+                                     base_url="http://x") as client:
+            return await send(client, Request(0, "m", [1, 2, 3], 2))
+
+    result = asyncio.run(run())
+    assert result.error is None, result.error
+    assert len(result.chunks) == 2 and result.output_tokens == 2 and result.prompt_tokens == 3
