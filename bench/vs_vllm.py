@@ -134,10 +134,9 @@ def serving(arm: str, cfg: Config, model: Path, adapters: dict[str, Path], work:
 
 
 def warm_up(url: str, cfg: Config, models: tuple[str, ...]) -> None:
-    """Every model once, then full batches of mixed models. Without the batches the
-    measurement pays the engine's first compiles (torch.compile specializes batch size
-    1, so a lone request per model compiles only that; the first batch of 16 then
-    stalled every arm for 15-35 s)."""
+    """Every model once (first adapter loads), then two full batches of mixed models,
+    so whatever the engine does once per new batch shape happens before the
+    measurement, for every arm alike."""
     first = make_workload(WorkloadSpec(models=models, requests=len(models), alpha=0,
                                        output_mean=4, seed=99))
     asyncio.run(run_closed(url, first, 1))
