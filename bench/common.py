@@ -167,6 +167,9 @@ class ModelShape:
         }[name]
 
 
+#: Every projection of a Llama-style layer (LoRA "all-linear" without lm_head).
+ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 # SmolLM2-135M, the bundled model: 30 layers, hidden size 576, 9 query and 3 KV heads.
 BUNDLED_MODEL = ModelShape(
     layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64
@@ -268,14 +271,17 @@ def repo_relative(path: Path) -> str:
     return Path(os.path.relpath(path, REPO)).as_posix()
 
 
-def cpu_flags() -> set[str]:
-    try:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field: value`` of /proc/cpuinfo (None off Linux)."""
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    return set((_cpuinfo("flags") or "").split())
 
 
 def fast_dtype() -> str:
@@ -289,16 +295,8 @@ def machine() -> str:
     flags = cpu_flags()
     simd = ("AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags
             else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2")
-    return (f"{os.cpu_count()} cores ({platform.machine()}, {cpu_model()}, {simd}), "
-            "shared with other work")
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    model = _cpuinfo("model name") or platform.processor() or "unknown CPU"
+    return f"{os.cpu_count()} cores ({platform.machine()}, {model}, {simd}), shared with other work"
 
 
 def load_average() -> str:

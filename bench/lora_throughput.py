@@ -45,7 +45,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SCENARIOS = (0, 1, 2, 4)
 ARMS = ("stock", "plugin")
-ALL_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -99,7 +98,7 @@ def make_adapters(cfg: Config, root: Path, count: int) -> list[Path]:
             common.lora_files(
                 shape,
                 rank=cfg.rank,
-                target_modules=ALL_MODULES,
+                target_modules=common.ALL_MODULES,
                 seed=i,
                 std=0.05,
                 dtype="float32",

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import common
 
-ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TASKS = (1, 10, 100, 1000)
 BF16 = 2
 
@@ -43,14 +42,14 @@ class Model:
     def full_params(self) -> int:
         s = self.shape
         per_layer = sum(fan_in * fan_out for _, fan_in, fan_out in
-                        (s.projection(m) for m in ALL_MODULES)) + 2 * s.hidden  # 2 norms
+                        (s.projection(m) for m in common.ALL_MODULES)) + 2 * s.hidden  # 2 norms
         embeddings = self.vocab * s.hidden * (1 if self.tied_embeddings else 2)
         return s.layers * per_layer + embeddings + s.hidden  # + the final norm
 
     def lora_params(self, rank: int) -> int:
         s = self.shape
         return s.layers * sum(rank * (fan_in + fan_out) for _, fan_in, fan_out in
-                              (s.projection(m) for m in ALL_MODULES))
+                              (s.projection(m) for m in common.ALL_MODULES))
 
 
 BUNDLED = Model("SmolLM2-135M (bundled)", common.BUNDLED_MODEL, vocab=49152,
@@ -87,7 +86,7 @@ def store_adapters(model_dir: Path, work: Path, lora16: int) -> tuple[list[tuple
                               if p.is_dir())
     weights16 = 0
     for i in range(lora16):
-        files = common.lora_files(common.BUNDLED_MODEL, rank=16, target_modules=ALL_MODULES,
+        files = common.lora_files(common.BUNDLED_MODEL, rank=16, target_modules=common.ALL_MODULES,
                                   seed=500 + i, std=0.02, dtype="bfloat16")
         weights16 = len(files["adapter_model.safetensors"])
         dirs.append(common.write_dir(work / "gen" / f"lora16-{i + 1}", files))

@@ -36,7 +36,6 @@ from loadgen_core import Summary, WorkloadSpec, make_workload, run_closed, summa
 
 ARMS = ("vllm", "vllm+plugin", "hotswap")
 DEFAULT_ARMS = ("vllm (defaults)", "hotswap (defaults)")
-ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SERVED = "smollm2"
 #: The KV cache budget every arm gets (vLLM's --kv-cache-memory-bytes; hotswap's
 #: --memory-fraction is set to the same bytes).
@@ -80,7 +79,7 @@ def parse_args() -> Config:
 def make_adapters(root: Path, count: int, dtype: str) -> dict[str, Path]:
     out = {}
     for i in range(count):
-        files = common.lora_files(common.BUNDLED_MODEL, rank=16, target_modules=ALL_MODULES,
+        files = common.lora_files(common.BUNDLED_MODEL, rank=16, target_modules=common.ALL_MODULES,
                                   seed=100 + i, std=0.02, dtype=dtype)
         out[f"task-{i + 1}"] = common.write_dir(root / f"task-{i + 1}", files)
     return out
