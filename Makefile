@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install prepare-model prometheus checkov serve test lint bench bench-registry bench-vs-vllm bench-storage loadgen bench-peft-cost soak clean
+.PHONY: install prepare-model prometheus checkov serve test lint bench bench-registry bench-vs-vllm bench-storage bench-adapter-count bench-cold-start loadgen bench-peft-cost soak clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -72,6 +72,14 @@ bench-vs-vllm: prepare-model
 
 bench-storage: prepare-model
 	$(BIN)/python bench/storage.py $(ARGS)
+
+# Throughput and TTFT at 1, 4, 16, 64 adapters in the traffic, hotswap vs vLLM + plugin.
+bench-adapter-count: prepare-model
+	$(BIN)/python bench/adapter_count.py $(ARGS)
+
+# First request to an adapter (from the store, after eviction) vs warm.
+bench-cold-start: prepare-model
+	$(BIN)/python bench/cold_start.py $(ARGS)
 
 # The load generator against a running server: make loadgen ARGS="--url ... --model ...".
 loadgen:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import common
-from loadgen_core import Summary, WorkloadSpec, make_workload, run_closed, summarize
+from loadgen_core import Summary, Workload, WorkloadSpec, make_workload, run_closed, summarize
 
 ARMS = ("vllm", "vllm+plugin", "hotswap")
 DEFAULT_ARMS = ("vllm (defaults)", "hotswap (defaults)")
@@ -55,6 +55,9 @@ class Config:
     max_loras: int
     defaults: bool
     record: bool
+    #: LoRAs kept in host memory behind the slots (both servers' --max-cpu-loras);
+    #: None: each server's default (= max_loras).
+    max_cpu_loras: int | None = None
 
 
 def parse_args() -> Config:
@@ -99,16 +102,22 @@ def command(arm: str, cfg: Config, model: Path, adapters: dict[str, Path], port:
         if arm == "hotswap":
             cmd += ["--max-loras", str(cfg.max_loras), "--max-lora-rank", "16",
                     "--memory-fraction",
-                    f"{KV_BYTES / node_memory():.6f}"]
+                    f"{KV_BYTES / node_memory():.6f}", *cpu_loras(cfg)]
         return cmd, env, "/ready"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *same,
            "--port", str(port), "--enable-lora", "--max-lora-rank", "16",
            "--lora-modules", *(f"{n}={p}" for n, p in adapters.items())]
     if arm != "vllm (defaults)":
-        cmd += ["--max-loras", str(cfg.max_loras), "--kv-cache-memory-bytes", str(KV_BYTES)]
+        cmd += ["--max-loras", str(cfg.max_loras), "--kv-cache-memory-bytes", str(KV_BYTES),
+                *cpu_loras(cfg)]
     if arm != "vllm+plugin":
         env["VLLM_PLUGINS"] = ""  # stock: none of hotswap's plugins in vLLM's processes
     return cmd, env, "/health"
+
+
+def cpu_loras(cfg: Config) -> list[str]:
+    """The host-cache flag, spelled the same by both servers."""
+    return [] if cfg.max_cpu_loras is None else ["--max-cpu-loras", str(cfg.max_cpu_loras)]
 
 
 def node_memory() -> int:
@@ -152,10 +161,15 @@ def load(url: str, cfg: Config, models: tuple[str, ...], label: str) -> Summary:
         models=models, requests=cfg.requests, alpha=cfg.alpha,
         prompt_mean=cfg.prompt_tokens, prompt_std=cfg.prompt_tokens / 4,
         output_mean=cfg.tokens, seed=0))
+    return run(url, workload, cfg.concurrency, label)
+
+
+def run(url: str, workload: Workload, concurrency: int, label: str) -> Summary:
+    """One closed-loop run with a progress bar; any failed request ends the benchmark."""
     with common.progress_bar() as bar:
-        task = bar.add_task(label, total=cfg.requests)
+        task = bar.add_task(label, total=len(workload.requests))
         results, wall = asyncio.run(run_closed(
-            url, workload, cfg.concurrency,
+            url, workload, concurrency,
             on_progress=lambda done, _: bar.update(task, completed=done)))
     summary = summarize(results, wall)
     if summary.errors:

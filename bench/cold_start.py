@@ -1,0 +1,258 @@
+"""Cold start: time to first token of the first request to an adapter, against the same
+adapter warm, and the adapter's way to the engine split into its phases.
+
+One ``hotswap serve`` (bundled model, a fresh temporary store, ``max_loras`` and
+``max_cpu_loras`` both ``--cache``), an idle server, one request at a time. Per adapter
+(rank-16 LoRAs on all projections, about 10 MB each):
+
+1. upload it (``POST /v1/adapters``): what stores it; timed, and split by
+   ``hotswap_adapter_load_seconds`` into ``fetch`` (receiving the body) and ``admission``
+   (checking and storing it);
+2. **cold from the store**: the first request to it (the engine load happens inside it;
+   the ``engine`` phase of the same histogram times that load alone);
+3. **warm**: ``--warm`` more requests to it, the median TTFT.
+
+Then, with more adapters used than the engine's host cache holds (``--adapters`` >
+``--cache``), the first adapters have been evicted by the engine's LRU:
+4. **after eviction**: one request to each evicted adapter (read from disk again).
+
+Requests are completions of ``--prompt-tokens`` token ids and 2 forced output tokens. The
+goal (issue 16): cold from the local store <= warm + 100 ms.
+
+    python bench/cold_start.py               # 8 adapters, cache 4; appends to BENCHMARKS.md
+    python bench/cold_start.py --adapters 5 --no-record
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+import common
+from loadgen_core.client import Request, send
+
+SERVED = "smollm2"
+GOAL_S = 0.100  # cold <= warm + 100 ms
+PHASES = (("fetch", "upload"), ("admission", "upload"), ("engine", "store"))
+
+
+@dataclass(frozen=True)
+class Config:
+    adapters: int
+    cache: int
+    warm: int
+    prompt_tokens: int
+    dtype: str
+    record: bool
+
+
+@dataclass
+class Adapter:
+    name: str
+    upload_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    cold_s: float = 0.0
+    warm_s: list[float] = field(default_factory=list)
+    evicted_s: float | None = None
+
+    @property
+    def warm_median(self) -> float:
+        return statistics.median(self.warm_s)
+
+
+def parse_args() -> Config:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--adapters", type=int, default=8)
+    p.add_argument("--cache", type=int, default=4,
+                   help="the server's --max-loras and --max-cpu-loras (default: %(default)s)")
+    p.add_argument("--warm", type=int, default=5, help="warm requests per adapter")
+    p.add_argument("--prompt-tokens", type=int, default=64)
+    p.add_argument("--dtype", default=common.fast_dtype(),
+                   help="default: bfloat16 if the CPU has native bf16, else float32")
+    p.add_argument("--no-record", dest="record", action="store_false")
+    a = p.parse_args()
+    if a.adapters <= a.cache:
+        p.error("--adapters must exceed --cache, or nothing is evicted")
+    return Config(a.adapters, a.cache, a.warm, a.prompt_tokens, a.dtype, a.record)
+
+
+def phase_sums(client: httpx.Client) -> dict[str, float]:
+    """``hotswap_adapter_load_seconds`` sums by phase, from ``/metrics``."""
+    text = client.get("/metrics").raise_for_status().text
+    out = {phase: 0.0 for phase, _ in PHASES}
+    for family in text_string_to_metric_families(text):
+        if family.name != "hotswap_adapter_load_seconds":
+            continue
+        for s in family.samples:
+            key = (s.labels.get("phase"), s.labels.get("source"))
+            if s.name.endswith("_sum") and key in PHASES:
+                out[key[0]] += s.value
+    return out
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after}
+
+
+class Probe:
+    """Single streaming requests, TTFT each, the same prompt every time (so only the
+    adapter's state differs between cold and warm)."""
+
+    def __init__(self, url: str, prompt_tokens: int) -> None:
+        rng = random.Random(0)
+        self.url = url
+        self.prompt = [rng.randrange(10, 1000) for _ in range(prompt_tokens)]
+
+    def ttft(self, model: str) -> float:
+        async def one() -> float:
+            async with httpx.AsyncClient(base_url=self.url, timeout=120) as client:
+                result = await send(client, Request(0, model, self.prompt, 2))
+            if result.error or result.ttft is None:
+                raise SystemExit(f"request to {model} failed: {result.error}")
+            return result.ttft
+
+        return asyncio.run(one())
+
+
+def upload(client: httpx.Client, adapter: Adapter, index: int, dtype: str) -> None:
+    archive = common.tar_bytes(common.lora_files(
+        common.BUNDLED_MODEL, rank=16, target_modules=common.ALL_MODULES, seed=500 + index,
+        std=0.02, dtype=dtype))
+    before = phase_sums(client)
+    started = time.perf_counter()
+    resp = client.post("/v1/adapters", params={"name": adapter.name}, content=archive,
+                       headers={"content-type": "application/octet-stream"}, timeout=120)
+    adapter.upload_s = time.perf_counter() - started
+    if resp.status_code != 201:
+        raise SystemExit(f"upload of {adapter.name}: {resp.status_code} {resp.text}")
+    adapter.phases = delta(phase_sums(client), before)
+
+
+def measure(cfg: Config, url: str) -> tuple[list[Adapter], list[float]]:
+    probe = Probe(url, cfg.prompt_tokens)
+    base = [probe.ttft(SERVED) for _ in range(cfg.warm + 1)][1:]  # the first warms up
+    adapters = [Adapter(f"cold-{i + 1}") for i in range(cfg.adapters)]
+    with httpx.Client(base_url=url) as client, common.progress_bar() as bar:
+        task = bar.add_task("upload, cold, warm", total=cfg.adapters)
+        for i, a in enumerate(adapters):
+            upload(client, a, i, cfg.dtype)
+            before = phase_sums(client)
+            a.cold_s = probe.ttft(a.name)
+            a.phases["engine"] = delta(phase_sums(client), before)["engine"]
+            a.warm_s = [probe.ttft(a.name) for _ in range(cfg.warm)]
+            bar.advance(task)
+        # The engine's LRU holds the last `cache` adapters used: the first ones are out.
+        evicted = adapters[:cfg.adapters - cfg.cache]
+        task = bar.add_task("after eviction", total=len(evicted))
+        for a in evicted:
+            a.evicted_s = probe.ttft(a.name)
+            bar.advance(task)
+    return adapters, base
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def table(adapters: list[Adapter], base: list[float]) -> str:
+    warm = med([a.warm_median for a in adapters])
+    cold = med([a.cold_s for a in adapters])
+    evicted = [a.evicted_s for a in adapters if a.evicted_s is not None]
+    excess = [a.cold_s - a.warm_median for a in adapters]
+    lines = [
+        "| request | TTFT median | min | max | minus warm (median) |",
+        "|---|---:|---:|---:|---:|",
+        f"| base model, warm | {common.ms(med(base))} ms | {common.ms(min(base))} | "
+        f"{common.ms(max(base))} | |",
+        f"| adapter, warm | {common.ms(warm)} ms | "
+        f"{common.ms(min(a.warm_median for a in adapters))} | "
+        f"{common.ms(max(a.warm_median for a in adapters))} | |",
+        f"| adapter, cold from the local store | {common.ms(cold)} ms | "
+        f"{common.ms(min(a.cold_s for a in adapters))} | "
+        f"{common.ms(max(a.cold_s for a in adapters))} | {common.ms(med(excess))} ms |",
+        f"| adapter, after eviction from the engine's host cache | {common.ms(med(evicted))} "
+        f"ms | {common.ms(min(evicted))} | {common.ms(max(evicted))} | "
+        f"{common.ms(med(evicted) - warm)} ms |",
+        "",
+        "Getting an adapter in, medians per adapter:",
+        "",
+        "| upload (wall, client) | fetch (body received) | admission (check, store) | "
+        "engine load (in the cold request) |",
+        "|---:|---:|---:|---:|",
+        f"| {common.ms(med([a.upload_s for a in adapters]))} ms | "
+        + " | ".join(f"{common.ms(med([a.phases[p] for a in adapters]))} ms"
+                     for p, _ in PHASES) + " |",
+        "",
+        f"Goal cold <= warm + {GOAL_S * 1e3:.0f} ms: "
+        f"{'met' if med(excess) <= GOAL_S else 'NOT met'} (cold - warm: median "
+        f"{common.ms(med(excess))} ms, worst {common.ms(max(excess))} ms).",
+    ]
+    return "\n".join(lines)
+
+
+def plot(adapters: list[Adapter], path: Path) -> None:
+    plt = common.pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = list(range(1, len(adapters) + 1))
+    ax.plot(x, [a.cold_s * 1e3 for a in adapters], "o-", label="cold (first request)")
+    ax.plot(x, [a.warm_median * 1e3 for a in adapters], "s-", label="warm (median)")
+    ev = [(i, a.evicted_s) for i, a in zip(x, adapters, strict=True) if a.evicted_s]
+    ax.plot([i for i, _ in ev], [v * 1e3 for _, v in ev], "^", label="after eviction")
+    ax.plot(x, [a.phases["engine"] * 1e3 for a in adapters], "x:", label="engine load")
+    ax.set_xlabel("adapter (in upload order)")
+    ax.set_ylabel("ms")
+    ax.set_ylim(bottom=0)
+    ax.set_title("TTFT of one request, idle server")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    common.save_figure(fig, path)
+
+
+def record(cfg: Config, text: str, png: Path) -> None:
+    import datetime as dt
+
+    common.append_benchmarks(f"""
+## Cold start: first request to an adapter vs warm ({dt.date.today()})
+
+Machine: {common.machine()}; load average at the end {common.load_average()}.
+Command: `python bench/cold_start.py --adapters {cfg.adapters} --cache {cfg.cache} --warm
+{cfg.warm} --prompt-tokens {cfg.prompt_tokens} --dtype {cfg.dtype}`.
+Bundled model ({cfg.dtype}), {cfg.adapters} rank-16 LoRAs on all projections uploaded one
+by one into a fresh store, `--max-loras` and `--max-cpu-loras` {cfg.cache}; an idle server,
+one streaming completion at a time ({cfg.prompt_tokens}-token prompt, 2 output tokens).
+
+{text}
+
+![cold start]({common.repo_relative(png)})
+""")
+
+
+def main() -> None:
+    common.setup_logging()
+    cfg = parse_args()
+    with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
+        args = ["--store", str(Path(tmp) / "store"), "--dtype", cfg.dtype,
+                "--served-model-name", SERVED, "--max-loras", str(cfg.cache),
+                "--max-cpu-loras", str(cfg.cache)]
+        with common.running_server(args, Path(tmp) / "server.log") as (url, _):
+            adapters, base = measure(cfg, url)
+    text = table(adapters, base)
+    common.console.print(text)
+    png = common.stamped_png("cold_start")
+    plot(adapters, png)
+    common.console.print(f"plot: {common.repo_relative(png)}")
+    if cfg.record:
+        record(cfg, text, png)
+
+
+if __name__ == "__main__":
+    main()
