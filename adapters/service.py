@@ -183,14 +183,16 @@ class AdapterService:
         """One name's tags and latest version; reads only that name's refs."""
         return await anyio.to_thread.run_sync(self._store.entry, name)
 
-    async def list_versions(self) -> VersionedEntries:
-        """Every adapter with the manifest of each of its tags, read in one worker thread
-        (one thread hop per listing, not one per tag). A version deleted between listing
-        and reading is left out."""
+    async def list_versions(self, *, start: str | None = None, limit: int | None = None
+                            ) -> VersionedEntries:
+        """Every adapter (or a page: ``Store.list``'s ``start`` and ``limit``) with the
+        manifest of each of its tags, read in one worker thread (one thread hop per
+        listing, not one per tag). A version deleted between listing and reading is left
+        out."""
 
         def work() -> VersionedEntries:
             out: VersionedEntries = []
-            for entry in self._store.list():
+            for entry in self._store.list(start=start, limit=limit):
                 versions: dict[str, Manifest] = {}
                 for tag, digest in entry.tags.items():
                     if tag == DEFAULT_TAG and entry.latest is not None:

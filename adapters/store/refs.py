@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 
 from ..errors import StoreCorrupt
 from ..manifest import is_digest
@@ -79,13 +80,20 @@ def read_tags(layout: Layout, name: str, *, strict: bool) -> dict[str, str]:
 
 def all_refs(layout: Layout, *, strict: bool) -> dict[str, dict[str, str]]:
     """Every name that has tags: name -> tag -> digest."""
-    refs: dict[str, dict[str, str]] = {}
-    for name in os.listdir(layout.refs):
-        if NAME_PATTERN.fullmatch(name):
-            tags = read_tags(layout, name, strict=strict)
-            if tags:
-                refs[name] = tags
-    return refs
+    return dict(refs_from(layout, strict=strict))
+
+
+def refs_from(layout: Layout, *, strict: bool, start: str | None = None
+              ) -> Iterator[tuple[str, dict[str, str]]]:
+    """(name, tag -> digest) of the names that have tags, in name order from ``start``
+    (inclusive): one directory listing of all names, then each name's refs only as the
+    caller gets to it, so a page of a large store reads the page's refs, not all."""
+    names = sorted(n for n in os.listdir(layout.refs)
+                   if NAME_PATTERN.fullmatch(n) and (start is None or n >= start))
+    for name in names:
+        tags = read_tags(layout, name, strict=strict)
+        if tags:
+            yield name, tags
 
 
 def referenced(layout: Layout) -> set[str]:

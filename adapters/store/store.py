@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -292,14 +293,15 @@ class Store:
         """
         return find_problems(self._layout)
 
-    def list(self) -> list[AdapterEntry]:
-        """Every name, sorted. One directory listing per name and one small read per tag
+    def list(self, *, start: str | None = None, limit: int | None = None
+             ) -> list[AdapterEntry]:
+        """Every name, sorted; or a page of them: from name ``start`` (inclusive), at most
+        ``limit`` names. One directory listing per name listed and one small read per tag
         (no cache: another process's writes show at once); manifests come from the cache
         after one ``stat``."""
-        return [
-            AdapterEntry(name=name, tags=tags, latest=self._latest(name, tags))
-            for name, tags in sorted(refs.all_refs(self._layout, strict=False).items())
-        ]
+        found = refs.refs_from(self._layout, strict=False, start=start)
+        return [AdapterEntry(name=name, tags=tags, latest=self._latest(name, tags))
+                for name, tags in itertools.islice(found, limit)]
 
     def entry(self, name: str) -> AdapterEntry | None:
         """One name's :class:`AdapterEntry` (what :meth:`list` holds for it), or None if

@@ -70,10 +70,12 @@ class ServedModels:
         manifest = await self._service.resolve(ref)
         return manifest, self._table.spec_for(manifest)
 
-    async def adapters(self) -> list[ServedAdapter]:
-        """Every servable adapter id: ``name`` for the latest tag, ``name:tag`` for others."""
+    async def adapters(self, *, start: str | None = None, limit: int | None = None
+                       ) -> list[ServedAdapter]:
+        """Every servable adapter id: ``name`` for the latest tag, ``name:tag`` for others,
+        in (name, tag) order; or those of at most ``limit`` names from name ``start``."""
         out = []
-        for entry, versions in await self._service.list_versions():
+        for entry, versions in await self._service.list_versions(start=start, limit=limit):
             for tag, manifest in sorted(versions.items()):
                 model_id = entry.name if tag == DEFAULT_TAG else f"{entry.name}:{tag}"
                 named = (manifest if manifest.name == entry.name

@@ -42,3 +42,8 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+    #: Cursor paging (``?limit=N&after=ID``), as OpenAI's paged lists: whether ids
+    #: follow this page, and its first and last id (``after`` of the next page).
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None

@@ -10,22 +10,67 @@ from __future__ import annotations
 
 from ....adapters.errors import AdapterNotFound, InvalidHubRepo, InvalidName
 from ....adapters.manifest import Manifest
+from ....adapters.names import DEFAULT_TAG
 from ...auth import Principal
 from ...deps import Serving
 from ...engine.interface import KIND_OF_PEFT_TYPE
 from ...errors import ModelNotFound
+from ...serving.models import ServedAdapter
 from ...serving.residency import Residencies
 from .protocol import ModelCard, ModelList
 
+#: Store names read per step of a page: a page needs ``limit`` + 1 ids after the key's
+#: filter, and one name gives one id per tag.
+_PAGE_STEP = 100
 
-async def list_models(serving: Serving, principal: Principal) -> ModelList:
+
+async def list_models(serving: Serving, principal: Principal, *, limit: int | None = None,
+                      after: str | None = None) -> ModelList:
+    """The base model, then every adapter id in (name, tag) order; or a page of that
+    list: at most ``limit`` ids, those after the id ``after`` in that order (the ``last_id``
+    of the previous page). ``after`` need not exist any more: a page goes on from where
+    the id would be, so ids deleted between pages shift nothing."""
     models = serving.models
-    adapters = [a for a in await models.adapters() if principal.may_use(a.model_id)]
+    with_base = after is None and principal.may_use(models.base_name)
+    want = None if limit is None else limit + 1 - with_base  # one more: is there more?
+    adapters = await _adapters_after(serving, principal, after, want)
     residency = await serving.table.residency()
     cards = [card(serving, a.model_id, a.manifest, residency) for a in adapters]
-    if principal.may_use(models.base_name):
+    if with_base:
         cards.insert(0, card(serving, models.base_name, None, None))
-    return ModelList(data=cards)
+    has_more = limit is not None and len(cards) > limit
+    cards = cards[:limit]
+    return ModelList(data=cards, has_more=has_more,
+                     first_id=cards[0].id if cards else None,
+                     last_id=cards[-1].id if cards else None)
+
+
+def id_key(model_id: str) -> tuple[str, str]:
+    """An adapter id's place in the listing: (name, tag); a bare name is its latest tag."""
+    name, _, tag = model_id.partition(":")
+    return name, tag or DEFAULT_TAG
+
+
+async def _adapters_after(serving: Serving, principal: Principal, after: str | None,
+                          want: int | None) -> list[ServedAdapter]:
+    """Up to ``want`` (None: all) adapter ids the key may use, after ``after``; reads the
+    store a step of names at a time from ``after``'s name, not the whole store."""
+    models = serving.models
+    if want is None and after is None:
+        return [a for a in await models.adapters() if principal.may_use(a.model_id)]
+    key = None if after is None or after == models.base_name else id_key(after)
+    start = None if key is None else key[0]
+    out: list[ServedAdapter] = []
+    while want is None or len(out) < want:
+        step = _PAGE_STEP if want is None else max(_PAGE_STEP, want - len(out))
+        batch = await models.adapters(start=start, limit=step)
+        if not batch:
+            break
+        out += [a for a in batch if (key is None or id_key(a.model_id) > key)
+                and principal.may_use(a.model_id)]
+        # "\0" sorts before every character a name may hold: the least name after it.
+        start = id_key(batch[-1].model_id)[0] + "\0"
+    return out if want is None else out[:want]
 
 
 async def retrieve_model(serving: Serving, model_id: str, principal: Principal) -> ModelCard:
