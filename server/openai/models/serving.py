@@ -46,7 +46,9 @@ async def list_models(serving: Serving, principal: Principal, *, limit: int | No
 
 
 def id_key(model_id: str) -> tuple[str, str]:
-    """An adapter id's place in the listing: (name, tag); a bare name is its latest tag."""
+    """An adapter id's place in the listing: (name, tag); a bare name is its latest tag.
+    Not ``parse_ref``: a cursor is only a position, so an id that is not a valid ref (a
+    hub id, one from another server) must not be refused."""
     name, _, tag = model_id.partition(":")
     return name, tag or DEFAULT_TAG
 
