@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import wrapper
+from . import activation, wrapper
 from .ops import _OPS
 from .wrapper import _METHODS, _update_metadata
 
@@ -39,6 +39,12 @@ _METHOD_NAMES = (
 _originals: dict[str, Any] = {}
 
 
+def _activate_adapter(self: Any, lora_id: int) -> bool:
+    # LoRAModelManager.activate_adapter, recording the slot it writes (activation.py).
+    stock = _originals["activate_adapter"]
+    return activation.activate_adapter(stock, self, lora_id)
+
+
 def is_patched() -> bool:
     """Whether PunicaWrapperCPU currently runs this package's implementation."""
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
@@ -48,11 +54,14 @@ def is_patched() -> bool:
 
 def patch() -> None:
     """Install the replacement ops and methods (idempotent; no platform/version check)."""
+    from vllm.lora.model_manager import LoRAModelManager
     from vllm.lora.punica_wrapper import punica_cpu
 
     if is_patched():
         return
     wrapper._generation += 1
+    _originals["activate_adapter"] = LoRAModelManager.__dict__["activate_adapter"]
+    LoRAModelManager.activate_adapter = _activate_adapter  # type: ignore[method-assign]
     cls = punica_cpu.PunicaWrapperCPU
     for name in _OP_NAMES:
         _originals[name] = getattr(punica_cpu, name)
@@ -64,10 +73,12 @@ def patch() -> None:
 
 def unpatch() -> None:
     """Restore vLLM's stock CPU LoRA ops (used to A/B the patch in one process)."""
+    from vllm.lora.model_manager import LoRAModelManager
     from vllm.lora.punica_wrapper import punica_cpu
 
     if not is_patched():
         return
+    LoRAModelManager.activate_adapter = _originals["activate_adapter"]  # type: ignore[method-assign]
     cls = punica_cpu.PunicaWrapperCPU
     for name in _OP_NAMES:
         setattr(punica_cpu, name, _originals[name])

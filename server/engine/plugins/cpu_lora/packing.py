@@ -1,4 +1,4 @@
-"""Facts about stacked LoRA weights, packed weights and their matmuls, per-step rows."""
+"""Packed LoRA weights and their matmuls, per-step rows."""
 
 from __future__ import annotations
 
@@ -16,25 +16,6 @@ def _version(tensor: torch.Tensor) -> int | None:
         return int(tensor._version)
     except RuntimeError:
         return None
-
-
-@dataclass(frozen=True)
-class _StackFacts:
-    """What the slots of one stacked LoRA tensor hold, for one version of it."""
-
-    #: The slot has a non-zero weight (a zero B means the adapter skips this module).
-    live: tuple[bool, ...]
-    #: 1 + the last non-zero index along the rank axis (adapters are zero-padded to
-    #: max_lora_rank inside vLLM); 0 for a dead slot.
-    rank: tuple[int, ...]
-
-    @classmethod
-    def of(cls, stacked: torch.Tensor, rank_axis: int) -> _StackFacts:
-        w = stacked.view(stacked.shape[0], stacked.shape[-2], stacked.shape[-1])
-        used = w.ne(0).any(dim=2 if rank_axis == 1 else 1)  # [slots, rank]
-        positions = torch.arange(1, used.shape[1] + 1)
-        rank = (used * positions).amax(dim=1)
-        return cls(live=tuple((rank > 0).tolist()), rank=tuple(rank.tolist()))
 
 
 class _Gemm:

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .facts import CACHE, _StackFacts
 from .ops import expand, expand_slice, shrink
-from .packing import _Gemm, _Pack, _slot_cols, _slot_rows, _StackFacts, _StepRows, _version
+from .packing import _Gemm, _Pack, _slot_cols, _slot_rows, _StepRows, _version
 
 if TYPE_CHECKING:
     from vllm.lora.layers import LoRAMapping
@@ -44,7 +45,6 @@ class _WrapperState:
     def __init__(self) -> None:
         self.tokens = self.sampler = _StepRows(torch.empty(0, dtype=torch.long))
         self.generation = -1
-        self._facts: dict[tuple[int, torch.Size, int], tuple[int, _StackFacts]] = {}
         self._packs: dict[tuple[int, int, int], dict[tuple[int, ...], _PackEntry]] = {}
 
     def refresh(self, wrapper: Any) -> None:
@@ -53,15 +53,7 @@ class _WrapperState:
         self.generation = _generation
 
     def facts(self, stacked: torch.Tensor, rank_axis: int) -> _StackFacts:
-        key = (stacked.data_ptr(), stacked.shape, rank_axis)
-        version = _version(stacked)
-        hit = self._facts.get(key)
-        if hit is not None and version is not None and hit[0] == version:
-            return hit[1]
-        facts = _StackFacts.of(stacked, rank_axis)
-        if version is not None:
-            self._facts[key] = (version, facts)
-        return facts
+        return CACHE.get(stacked, rank_axis)
 
     def live_slots(self, lora_b: torch.Tensor) -> tuple[bool, ...]:
         return self.facts(lora_b, rank_axis=2).live
