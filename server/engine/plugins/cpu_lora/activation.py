@@ -31,12 +31,11 @@ def _module_stacks(module: Any) -> Iterator[Stack]:
 
 def activate_adapter(stock: Callable[[Any, int], bool], manager: Any, lora_id: int) -> bool:
     """Run vLLM's ``activate_adapter`` and record the one slot it wrote."""
-    cache = CACHE
     per_module = [(name, list(_module_stacks(m))) for name, m in manager.modules.items()]
     stacks = [s for _, module_stacks in per_module for s in module_stacks]
     for tensor, axis in stacks:
-        cache.get(tensor, axis)  # known before the write (a full scan once, after start)
-    before = cache.versions(stacks)
+        CACHE.get(tensor, axis)  # known before the write (a full scan once, after start)
+    before = CACHE.versions(stacks)
     activated = stock(manager, lora_id)
     if not activated:
         return activated
@@ -47,5 +46,5 @@ def activate_adapter(stock: Callable[[Any, int], bool], manager: Any, lora_id: i
         for name, module_stacks in per_module
         for _ in module_stacks
     ]
-    cache.written(stacks, before, slot, empty)
+    CACHE.written(stacks, before, slot, empty)
     return activated

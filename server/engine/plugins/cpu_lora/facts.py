@@ -5,9 +5,10 @@ rank (vLLM zero-pads every adapter to ``max_lora_rank``). Scanning a whole stack
 tensor for that after every write made the first step with a newly loaded adapter pay
 for every slot of every module: ~150 ms on the bundled model, 50 of them for the
 lm_head's ``[slots, vocab, rank]`` B that no adapter of ours even targets. vLLM writes
-one slot per adapter activation, so ``activated()`` (called right after vLLM's
-``activate_adapter``) marks that slot alone: known-empty where the adapter has no
-weights for the module (vLLM zeroed it), to be scanned on first use otherwise. Any other
+one slot per adapter activation, so :meth:`FactsCache.written` (called by
+``activation.py`` right after vLLM's ``activate_adapter``) marks that slot alone:
+known-empty where the adapter has no weights for the module (vLLM zeroed it), to be
+scanned on first use otherwise. Any other
 write to a tensor is caught by its version counter and the whole tensor is scanned again.
 """
 
@@ -95,7 +96,7 @@ class FactsCache:
         if known.facts is None:
             filled = [s if s is not None else _scan(stacked, rank_axis, i)
                       for i, s in enumerate(known.slots)]
-            known.slots = list(filled)
+            known.slots = list(filled)  # list[Slot] is not a list[Slot | None] to mypy
             known.facts = _StackFacts.of_slots(filled)
         return known.facts
 
