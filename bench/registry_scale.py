@@ -23,7 +23,7 @@ the per-entry cost does not grow, not that the listing takes constant time.
     python bench/registry_scale.py --counts 10,100 --reps 50 --no-record
     python bench/registry_scale.py --url http://127.0.0.1:8000 --store ~/.cache/hotswap/store
 
-Writes ``bench/results/registry_scale.png`` (``--png``) and appends a section to
+Writes ``bench/results/registry_scale-<date>-<time>.png`` (``--png``) and appends a section to
 ``BENCHMARKS.md`` (``--no-record``: neither).
 """
 

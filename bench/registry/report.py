@@ -13,7 +13,7 @@ from rich.table import Table
 
 import common
 
-from .config import GOAL, LIST_OPS, METRICS, OPS, PNG, STORE_OPS, Config
+from .config import GOAL, LIST_OPS, METRICS, OPS, PAGE_LIMIT, PAGE_OPS, PNG, STORE_OPS, Config
 from .measure import Results, Sample, has, marginal_costs, per_entry, ratios, series, values
 from .server import Registered
 
@@ -214,6 +214,29 @@ def verdicts(results: Results) -> list[str]:
         + ". A listing holds every adapter, so its whole latency can not stay flat; "
         "per entry is the reading of the goal it can meet"
     )
+    out += page_verdicts(results)
+    return out
+
+
+def page_verdicts(results: Results) -> list[str]:
+    """A page is flat if it costs the same at every store size it is full at: below
+    PAGE_LIMIT adapters it holds fewer entries, so the reference is the first full one."""
+    full = [c for c in sorted(results) if c >= PAGE_LIMIT]
+    if len(full) < 2:
+        return []
+    out = []
+    for op in PAGE_OPS:
+        worst = {
+            metric: max(results[c][op].value(metric) for c in full)
+            / results[full[0]][op].value(metric)
+            for metric in METRICS
+            if has(results, op, metric)
+        }
+        if worst:
+            out.append(
+                f"`{OPS[op]}` from {full[0]} to {full[-1]} adapters: "
+                + ", ".join(f"{metric} {r:.2f}x ({meets(r)})" for metric, r in worst.items())
+            )
     return out
 
 

@@ -14,7 +14,7 @@ from rich.progress import Progress
 
 import common
 
-from .config import NAME_PREFIX, Config, Op
+from .config import NAME_PREFIX, PAGE_LIMIT, Config, Op
 
 
 @dataclass
@@ -96,6 +96,11 @@ def http_ops(client: httpx.Client, names: list[str], rng: random.Random) -> dict
     return {
         "http_resolve": lambda: get(f"/v1/adapters/{rng.choice(names)}"),
         "http_models": lambda: get("/v1/models"),
+        # A page is a constant amount of work, so it, unlike the whole list, can stay flat.
+        "http_models_page": lambda: get(f"/v1/models?limit={PAGE_LIMIT}"),
+        "http_models_after": lambda: get(
+            f"/v1/models?limit={PAGE_LIMIT}&after={rng.choice(names)}"
+        ),
         "http_adapters": lambda: get("/v1/adapters"),
         "http_health": lambda: get("/health"),
     }

@@ -64,7 +64,10 @@ async def _adapters_after(serving: Serving, principal: Principal, after: str | N
     start = None if key is None else key[0]
     out: list[ServedAdapter] = []
     while want is None or len(out) < want:
-        step = _PAGE_STEP if want is None else max(_PAGE_STEP, want - len(out))
+        # The first batch starts at the cursor's own name, whose ids up to the cursor are
+        # not listed: one name more, so a full page needs one read, not two.
+        own = int(key is not None and start == key[0])
+        step = _PAGE_STEP if want is None else max(_PAGE_STEP, want - len(out) + own)
         batch = await models.adapters(start=start, limit=step)
         if not batch:
             break
