@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 
 import torch
@@ -185,8 +186,13 @@ class VllmEngine:
             return
         try:
             await self._llm.add_lora(_require(_lora_request(adapter)))
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise AdapterLoadError(f"adapter {adapter.name!r}: {exc}") from exc
+        except EngineDeadError as exc:
+            raise EngineError(f"engine died: {exc}") from exc
+        except Exception as exc:
+            # The engine core loads the files in its own process; whatever it raised
+            # there comes back as a bare Exception carrying only the message.
+            raise AdapterLoadError(f"adapter {adapter.name!r}: {_utility_message(exc)}"
+                                   ) from exc
 
     async def remove_adapter(self, adapter: AdapterSpec) -> None:
         if adapter.kind == "prompt":
@@ -196,7 +202,10 @@ class VllmEngine:
             # The workers keep its tensors in a bounded LRU; the id is never reused.
             self._prefixes.discard(adapter.engine_id)
             return
-        await self._llm.remove_lora(adapter.engine_id)
+        try:
+            await self._llm.remove_lora(adapter.engine_id)
+        except Exception as exc:
+            raise EngineError(f"adapter {adapter.name!r}: {_utility_message(exc)}") from exc
 
     async def adapter_residency(self) -> Mapping[int, Residency]:
         # No cache: the answer comes from the engine loop between steps, ~0.4 ms when
@@ -231,6 +240,15 @@ class VllmEngine:
 
     async def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+#: How vLLM's engine core words a utility call that raised (``EngineCore._handle_client_
+#: request``); the method name says nothing to a client.
+_UTILITY_FAILED = re.compile(r"^Call to \w+ method failed: ")
+
+
+def _utility_message(exc: BaseException) -> str:
+    return _UTILITY_FAILED.sub("", str(exc)) or type(exc).__name__
 
 
 def _structured(spec: StructuredOutput | None) -> StructuredOutputsParams | None:

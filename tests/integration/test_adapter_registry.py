@@ -293,3 +293,49 @@ def test_two_versions_of_one_name_share_a_batch(
         assert httpx.get(f"{server.url}/health").status_code == 200
     finally:
         assert adapterctl(server, "delete", "twin").returncode == 0
+
+
+def test_engine_refusing_stored_files_is_a_422_naming_the_adapter(
+        server: ServerInfo, base_model_dir: Path, tmp_path: Path) -> None:
+    """Admitted and stored, then its weights cut on disk: vLLM's engine core fails to
+    read them in its own process and its client raises a bare ``Exception``. That is the
+    adapter's fault, not the server's: 422 ``adapter_load_failed`` with the reason, no
+    "unhandled error", no store path; the server serves on."""
+    adapter = make_lora_adapter(base_model_dir, tmp_path / "cut", rank=4,
+                                target_modules=["q_proj"], seed=11)
+    up = adapterctl(server, "upload", str(adapter), "--name", "cut-weights")
+    assert up.returncode == 0, up.stderr
+    url, headers = server.url, server.headers
+    try:
+        models = httpx.get(f"{url}/v1/models", headers=headers).json()["data"]
+        digest = next(m["digest"] for m in models if m["id"] == "cut-weights")
+        assert server.store is not None
+        weights = server.store / "versions" / digest / "adapter" / "adapter_model.safetensors"
+        whole, mode = weights.read_bytes(), weights.stat().st_mode
+        logged = server.log_path.stat().st_size
+        weights.chmod(0o644)
+        weights.write_bytes(whole[:64])
+        try:
+            resp = httpx.post(f"{url}/v1/adapters/cut-weights/load", headers=headers,
+                              timeout=120)
+        finally:
+            weights.write_bytes(whole)
+            weights.chmod(mode)
+        assert resp.status_code == 422, resp.text
+        error = resp.json()["error"]
+        assert error["code"] == "adapter_load_failed"
+        assert "cut-weights" in error["message"]
+        assert str(server.store) not in error["message"]
+        assert "Call to add_lora" not in error["message"]
+        with server.log_path.open() as log:
+            log.seek(logged)
+            assert "unhandled error" not in log.read()
+        # The engine refused one load only: the same version loads once its file is back.
+        again = httpx.post(f"{url}/v1/adapters/cut-weights/load", headers=headers,
+                           timeout=120)
+        assert again.status_code == 200, again.text
+        ok = httpx.post(f"{url}/v1/completions", headers=headers, timeout=120,
+                        json={"model": "cut-weights", "prompt": "Hi", "max_tokens": 2})
+        assert ok.status_code == 200, ok.text
+    finally:
+        assert adapterctl(server, "delete", "cut-weights").returncode == 0
