@@ -45,6 +45,13 @@ def _activate_adapter(self: Any, lora_id: int) -> bool:
     return activation.activate_adapter(stock, self, lora_id)
 
 
+def _create_lora_manager(*args: Any, **kwargs: Any) -> Any:
+    # vllm.lora.worker_manager's create_lora_manager, then the slots learnt at start.
+    manager = _originals["create_lora_manager"](*args, **kwargs)
+    activation.prime(manager)
+    return manager
+
+
 def is_patched() -> bool:
     """Whether PunicaWrapperCPU currently runs this package's implementation."""
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
@@ -54,6 +61,7 @@ def is_patched() -> bool:
 
 def patch() -> None:
     """Install the replacement ops and methods (idempotent; no platform/version check)."""
+    from vllm.lora import worker_manager
     from vllm.lora.model_manager import LoRAModelManager
     from vllm.lora.punica_wrapper import punica_cpu
 
@@ -62,6 +70,9 @@ def patch() -> None:
     wrapper._generation += 1
     _originals["activate_adapter"] = LoRAModelManager.__dict__["activate_adapter"]
     LoRAModelManager.activate_adapter = _activate_adapter  # type: ignore[method-assign]
+    # The name worker_manager imported from model_manager: what both of its managers call.
+    _originals["create_lora_manager"] = worker_manager.create_lora_manager  # type: ignore[attr-defined]
+    worker_manager.create_lora_manager = _create_lora_manager  # type: ignore[attr-defined]
     cls = punica_cpu.PunicaWrapperCPU
     for name in _OP_NAMES:
         _originals[name] = getattr(punica_cpu, name)
@@ -73,12 +84,14 @@ def patch() -> None:
 
 def unpatch() -> None:
     """Restore vLLM's stock CPU LoRA ops (used to A/B the patch in one process)."""
+    from vllm.lora import worker_manager
     from vllm.lora.model_manager import LoRAModelManager
     from vllm.lora.punica_wrapper import punica_cpu
 
     if not is_patched():
         return
     LoRAModelManager.activate_adapter = _originals["activate_adapter"]  # type: ignore[method-assign]
+    worker_manager.create_lora_manager = _originals["create_lora_manager"]  # type: ignore[attr-defined]
     cls = punica_cpu.PunicaWrapperCPU
     for name in _OP_NAMES:
         setattr(punica_cpu, name, _originals[name])

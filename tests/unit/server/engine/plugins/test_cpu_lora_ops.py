@@ -534,14 +534,18 @@ def test_register_does_nothing_off_cpu(
 
 
 def test_unpatch_restores_stock() -> None:
+    from vllm.lora import model_manager, worker_manager
     from vllm.lora.ops import torch_ops
     from vllm.lora.punica_wrapper import punica_cpu
     from vllm.lora.punica_wrapper.punica_base import PunicaWrapperBase
 
     was_patched = cpu_lora.is_patched()
     cpu_lora.patch()
+    # Every LoRA manager vLLM creates gets its slots learnt at once (activation.prime).
+    assert worker_manager.create_lora_manager is not model_manager.create_lora_manager  # type: ignore[attr-defined]
     cpu_lora.unpatch()
     try:
+        assert worker_manager.create_lora_manager is model_manager.create_lora_manager  # type: ignore[attr-defined]
         assert punica_cpu.bgmv_shrink is torch_ops.bgmv_shrink
         assert punica_cpu.PunicaWrapperCPU.update_metadata is PunicaWrapperBase.update_metadata
         assert "add_lora_linear" in punica_cpu.PunicaWrapperCPU.__dict__

@@ -127,3 +127,16 @@ def test_activation_records_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     for t in qkv.lora_b_stacked:
         assert cache.get(t, 2).rank == (3, 0, 0, 0)
     assert cache.get(head.lora_b_stacked, 2).live == (False,) * SLOTS
+
+
+def test_primed_at_creation_the_first_activation_scans_no_whole_tensor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = FactsCache()
+    monkeypatch.setattr(activation, "CACHE", cache)
+    manager = _Manager()
+    activation.prime(manager)  # what the plugin does right after vLLM creates the manager
+    monkeypatch.setattr(facts, "_scan_all", lambda *_: pytest.fail("full scan"))
+    assert activation.activate_adapter(_stock, manager, 7)
+    for t in manager.modules["qkv"].lora_b_stacked:
+        assert cache.get(t, 2).rank == (3, 0, 0, 0)
+
