@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install prepare-model prometheus checkov serve test lint bench bench-registry bench-vs-vllm bench-storage bench-adapter-count bench-cold-start loadgen bench-peft-cost soak clean
+.PHONY: install prepare-model prometheus checkov serve test lint bench bench-full bench-registry bench-vs-vllm bench-storage bench-adapter-count bench-cold-start loadgen bench-peft-cost soak clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -60,7 +60,26 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy server adapters clients
 
+# Every comparison, short: about 15 minutes on 2 cores. Prints each one's ratios and
+# writes its plots under bench/results/, leaving BENCHMARKS.md alone. The plugin's own
+# stock-vs-plugin engine benchmark (lora_throughput) is in bench-full only: vs_vllm's
+# vllm and vllm+plugin arms measure the same gap through the servers.
 bench: prepare-model
+	$(BIN)/python bench/vs_vllm.py --rounds 1 --requests 32 --no-record
+	$(BIN)/python bench/adapter_count.py --counts 0,4,16 --rounds 1 --requests 32 --no-record
+	$(BIN)/python bench/cold_start.py --adapters 5 --no-record
+	$(BIN)/python bench/storage.py --no-record
+	$(BIN)/python bench/registry_scale.py --counts 10,100 --reps 60 --list-reps 20 --rounds 4 --no-record
+
+# Every comparison at full size, each appending its section to BENCHMARKS.md (an hour
+# or more). Not vs_vllm's --defaults arms: stock vLLM at its own CPU defaults grew to 23 GB
+# and failed requests on a 24 GB machine (2026-12-03).
+bench-full: prepare-model
+	$(BIN)/python bench/vs_vllm.py
+	$(BIN)/python bench/adapter_count.py
+	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/registry_scale.py --counts 10,100,1000,10000
 	$(BIN)/python bench/lora_throughput.py
 
 bench-registry: prepare-model

@@ -16,8 +16,9 @@ Then, with more adapters used than the engine's host cache holds (``--adapters``
 ``--cache``), the first adapters have been evicted by the engine's LRU:
 4. **after eviction**: one request to each evicted adapter (read from disk again).
 
-Requests are completions of ``--prompt-tokens`` token ids and 2 forced output tokens. The
-goal (issue 16): cold from the local store <= warm + 100 ms.
+Requests are completions of ``--prompt-tokens`` token ids (a fresh seeded prompt each, so
+vLLM's prefix cache serves none of them) and 2 forced output tokens. The goal (issue 16):
+cold from the local store <= warm + 100 ms.
 
     python bench/cold_start.py               # 8 adapters, cache 4; appends to BENCHMARKS.md
     python bench/cold_start.py --adapters 5 --no-record
@@ -104,18 +105,23 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 
 
 class Probe:
-    """Single streaming requests, TTFT each, the same prompt every time (so only the
-    adapter's state differs between cold and warm)."""
+    """Single streaming requests, TTFT each, a fresh seeded prompt of the same length every
+    time, so only the adapter's state differs between cold and warm. Not one prompt for
+    all: vLLM's prefix cache would then serve every warm request's prefill from cache,
+    while an adapter's first request (a new cache key: the adapter is part of it) computes
+    its prefill, and the cold start would be charged a prefill any new prompt pays."""
 
     def __init__(self, url: str, prompt_tokens: int) -> None:
-        rng = random.Random(0)
+        self.rng = random.Random(0)
         self.url = url
-        self.prompt = [rng.randrange(10, 1000) for _ in range(prompt_tokens)]
+        self.prompt_tokens = prompt_tokens
 
     def ttft(self, model: str) -> float:
+        prompt = [self.rng.randrange(10, 1000) for _ in range(self.prompt_tokens)]
+
         async def one() -> float:
             async with httpx.AsyncClient(base_url=self.url, timeout=120) as client:
-                result = await send(client, Request(0, model, self.prompt, 2))
+                result = await send(client, Request(0, model, prompt, 2))
             if result.error or result.ttft is None:
                 raise SystemExit(f"request to {model} failed: {result.error}")
             return result.ttft
@@ -228,7 +234,7 @@ Command: `python bench/cold_start.py --adapters {cfg.adapters} --cache {cfg.cach
 {cfg.warm} --prompt-tokens {cfg.prompt_tokens} --dtype {cfg.dtype}`.
 Bundled model ({cfg.dtype}), {cfg.adapters} rank-16 LoRAs on all projections uploaded one
 by one into a fresh store, `--max-loras` and `--max-cpu-loras` {cfg.cache}; an idle server,
-one streaming completion at a time ({cfg.prompt_tokens}-token prompt, 2 output tokens).
+one streaming completion at a time (a fresh {cfg.prompt_tokens}-token prompt each, 2 output tokens).
 
 {text}
 

@@ -65,7 +65,8 @@ def parse_args() -> Config:
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rank", type=int, default=8, help="adapter rank (all 7 projections)")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default=common.fast_dtype(),
+                        help="default: bfloat16 if the CPU has native bf16, else float32")
     parser.add_argument(
         "--no-record", action="store_true", help="do not write the PNG or BENCHMARKS.md"
     )

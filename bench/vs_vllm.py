@@ -33,6 +33,7 @@ from pathlib import Path
 
 import common
 from loadgen_core import Summary, Workload, WorkloadSpec, make_workload, run_closed, summarize
+from proc_cpu import TreeCpu, tree_cpu
 
 ARMS = ("vllm", "vllm+plugin", "hotswap")
 DEFAULT_ARMS = ("vllm (defaults)", "hotswap (defaults)")
@@ -177,10 +178,33 @@ def run(url: str, workload: Workload, concurrency: int, label: str) -> Summary:
     return summary
 
 
+@dataclass(frozen=True)
+class Run:
+    summary: Summary
+    #: The server's CPU seconds during the measured load, per 1,000 output tokens.
+    cpu_per_kilotoken: TreeCpu
+
+
 def measure(arm: str, cfg: Config, model: Path, adapters: dict[str, Path], work: Path
-            ) -> Summary:
-    with serving(arm, cfg, model, adapters, work) as (url, _):
-        return load(url, cfg, (SERVED, *adapters), arm)
+            ) -> Run:
+    with serving(arm, cfg, model, adapters, work) as (url, pid):
+        before = tree_cpu(pid)
+        summary = load(url, cfg, (SERVED, *adapters), arm)
+        spent = tree_cpu(pid) - before
+    kilotokens = summary.output_tokens_per_s * summary.wall_s / 1e3
+    return Run(summary, TreeCpu(spent.front_s / kilotokens, spent.children_s / kilotokens))
+
+
+def cpu_table(arms: tuple[str, ...], cpu: dict[str, list[TreeCpu]]) -> str:
+    lines = ["Server CPU time per 1,000 output tokens (user + system, one value per round): "
+             "the front process (HTTP, tokenizing, streaming) and its children (vLLM's "
+             "engine core and worker, which busy-poll: their CPU tracks their wall time, "
+             "so a slower engine shows as more CPU there):", "",
+             "| server | front process | engine core (children) |", "|---|---:|---:|"]
+    for arm in arms:
+        lines.append(f"| {arm} | {', '.join(f'{c.front_s:.2f}' for c in cpu[arm])} s | "
+                     f"{', '.join(f'{c.children_s:.2f}' for c in cpu[arm])} s |")
+    return "\n".join(lines)
 
 
 def table(cfg: Config, arms: tuple[str, ...], runs: dict[str, list[Summary]]) -> str:
@@ -237,7 +261,7 @@ def plot(arms: tuple[str, ...], runs: dict[str, list[Summary]], path: Path) -> N
 
 
 def record(cfg: Config, arms: tuple[str, ...], runs: dict[str, list[Summary]],
-           png: Path) -> None:
+           cpu: dict[str, list[TreeCpu]], png: Path) -> None:
     import datetime as dt
 
     defaults = " --defaults" if cfg.defaults else ""
@@ -256,6 +280,8 @@ per round.
 
 {table(cfg, arms, runs)}
 
+{cpu_table(arms, cpu)}
+
 ![vs vLLM]({common.repo_relative(png)})
 """
     common.append_benchmarks(text)
@@ -270,23 +296,27 @@ def main() -> None:
     model = prepare_bundled_model(home_from_env())
     arms = ARMS + (DEFAULT_ARMS if cfg.defaults else ())
     runs: dict[str, list[Summary]] = {arm: [] for arm in arms}
+    cpu: dict[str, list[TreeCpu]] = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory(prefix="vs-vllm-") as tmp:
         work = Path(tmp)
         adapters = make_adapters(work, cfg.adapters, cfg.dtype)
         for r in range(cfg.rounds):
             order = arms[r % len(arms):] + arms[:r % len(arms)]
             for arm in order:
-                runs[arm].append(measure(arm, cfg, model, adapters, work))
-                s = runs[arm][-1]
+                run_ = measure(arm, cfg, model, adapters, work)
+                runs[arm].append(run_.summary)
+                cpu[arm].append(run_.cpu_per_kilotoken)
+                s = run_.summary
                 common.console.print(f"round {r + 1} {arm}: {s.output_tokens_per_s:.0f} "
                                      f"tok/s, TTFT p50 {common.ms(s.ttft['p50'])} ms, p99 "
                                      f"{common.ms(s.ttft['p99'])} ms")
     common.console.print(table(cfg, arms, runs))
+    common.console.print(cpu_table(arms, cpu))
     png = common.stamped_png("vs_vllm")
     plot(arms, runs, png)
     common.console.print(f"plot: {common.repo_relative(png)}")
     if cfg.record:
-        record(cfg, arms, runs, png)
+        record(cfg, arms, runs, cpu, png)
 
 
 if __name__ == "__main__":
