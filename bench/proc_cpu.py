@@ -1,7 +1,8 @@
 """CPU time a server spends, split into its front process (HTTP, tokenizing, streaming:
-what the servers compared here differ in) and its children (vLLM's engine core, which
-both run the same way). A process tree is what ``vllm serve`` and ``hotswap serve`` are
-on CPU; the split says which side of the engine's queue a server's extra time is on."""
+the server's own code) and its children (vLLM's engine core and worker). A process tree
+is what ``vllm serve`` and ``hotswap serve`` are on CPU; the split says on which side of
+the engine's queue a server spends more. The engine processes busy-poll, so their CPU
+follows their wall time: there, more CPU per token means a slower engine."""
 
 from __future__ import annotations
 
