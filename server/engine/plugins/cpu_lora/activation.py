@@ -40,10 +40,14 @@ def prime(manager: Any) -> None:
 
 def activate_adapter(stock: Callable[[Any, int], bool], manager: Any, lora_id: int) -> bool:
     """Run vLLM's ``activate_adapter`` and record the one slot it wrote."""
+    if lora_id in manager._active_adapters:
+        # Already in a slot: vLLM writes nothing. Its LRU manager calls this for every
+        # adapter of every step, so the walk over all modules below is skipped here.
+        return stock(manager, lora_id)
     per_module = [(name, list(_module_stacks(m))) for name, m in manager.modules.items()]
     stacks = [s for _, module_stacks in per_module for s in module_stacks]
     for tensor, axis in stacks:
-        CACHE.get(tensor, axis)  # known before the write (a full scan once, after start)
+        CACHE.get(tensor, axis)  # known before the write (a full scan only if never seen)
     before = CACHE.versions(stacks)
     activated = stock(manager, lora_id)
     if not activated:

@@ -8,8 +8,8 @@ lm_head's ``[slots, vocab, rank]`` B that no adapter of ours even targets. vLLM 
 one slot per adapter activation, so :meth:`FactsCache.written` (called by
 ``activation.py`` right after vLLM's ``activate_adapter``) marks that slot alone:
 known-empty where the adapter has no weights for the module (vLLM zeroed it), to be
-scanned on first use otherwise. Any other
-write to a tensor is caught by its version counter and the whole tensor is scanned again.
+scanned on first use otherwise. Any other write to a tensor is caught by its version
+counter and the whole tensor is scanned again.
 """
 
 from __future__ import annotations

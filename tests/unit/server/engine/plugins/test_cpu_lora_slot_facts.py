@@ -94,6 +94,7 @@ class _Manager:
             "lm_head": SimpleNamespace(lora_a_stacked=_a(), lora_b_stacked=_b()),
         }
         self.lora_index_to_id: list[int | None] = [None] * SLOTS
+        self._active_adapters: dict[int, None] = {}
         self._registered_adapters = {7: {"qkv"}}
 
     def _get_lora_layer_weights(self, lora_model: set[str], name: str) -> bool:
@@ -101,6 +102,9 @@ class _Manager:
 
 
 def _stock(manager: _Manager, lora_id: int) -> bool:
+    if lora_id in manager._active_adapters:
+        return False
+    manager._active_adapters[lora_id] = None
     slot = manager.lora_index_to_id.index(None)
     manager.lora_index_to_id[slot] = lora_id
     for name, module in manager.modules.items():
@@ -140,3 +144,12 @@ def test_primed_at_creation_the_first_activation_scans_no_whole_tensor(
     for t in manager.modules["qkv"].lora_b_stacked:
         assert cache.get(t, 2).rank == (3, 0, 0, 0)
 
+
+
+def test_activating_an_active_adapter_walks_no_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = FactsCache()
+    monkeypatch.setattr(activation, "CACHE", cache)
+    manager = _Manager()
+    assert activation.activate_adapter(_stock, manager, 7)
+    monkeypatch.setattr(activation, "_module_stacks", lambda *_: pytest.fail("walked"))
+    assert not activation.activate_adapter(_stock, manager, 7)  # vLLM's LRU, every step
