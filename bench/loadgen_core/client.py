@@ -17,7 +17,8 @@ class Result:
     index: int
     model: str
     sent: float  # perf_counter when sent
-    #: perf_counter of each chunk that carried text (a chunk may carry several tokens).
+    #: perf_counter of each chunk that carried text (a chunk may carry several tokens),
+    #: and of the one that finished the answer.
     chunks: list[float] = field(default_factory=list)
     output_tokens: int = 0
     prompt_tokens: int = 0
@@ -57,7 +58,12 @@ async def send(client: httpx.AsyncClient, request: Request) -> Result:
                 if not line.startswith(b"data: ") or line == b"data: [DONE]":
                     continue
                 event = json.loads(line[len(b"data: "):])
-                if any(c.get("text") for c in event.get("choices") or []):
+                # The finishing chunk counts too: servers hold back text that ends inside
+                # a UTF-8 character, so a short answer of such tokens (random adapters
+                # make them) has no text until its last chunk, but did produce tokens.
+                # vLLM's own benchmark client likewise times any chunk with choices.
+                if any(c.get("text") or c.get("finish_reason")
+                       for c in event.get("choices") or []):
                     result.chunks.append(time.perf_counter())
                 usage = event.get("usage")
                 if usage:

@@ -91,3 +91,32 @@ def test_events_split_on_newlines_only() -> None:
     result = asyncio.run(run())
     assert result.error is None, result.error
     assert len(result.chunks) == 2 and result.output_tokens == 2 and result.prompt_tokens == 3
+
+
+def test_an_answer_whose_text_is_held_back_still_has_a_first_token_time() -> None:
+    """Tokens ending inside a UTF-8 character come out as empty text until the last
+    chunk; the answer was generated all the same (the cold-start probe met one)."""
+    import asyncio
+    import json
+
+    import httpx
+    from loadgen_core.client import send
+    from loadgen_core.workload import Request
+
+    events = [{"choices": [{"index": 0, "text": "", "finish_reason": None}]},
+              {"choices": [{"index": 0, "text": "", "finish_reason": "length"}]},
+              {"choices": [], "usage": {"completion_tokens": 2, "prompt_tokens": 3}}]
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+
+    def reply(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body.encode(),
+                              headers={"content-type": "text/event-stream"})
+
+    async def one() -> Result:
+        transport = httpx.MockTransport(reply)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            return await send(client, Request(0, "a", [1, 2, 3], 2))
+
+    result = asyncio.run(one())
+    assert result.error is None and result.output_tokens == 2
+    assert result.ttft is not None and len(result.chunks) == 1

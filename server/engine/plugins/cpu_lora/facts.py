@@ -6,8 +6,9 @@ tensor for that after every write made the first step with a newly loaded adapte
 for every slot of every module: ~150 ms on the bundled model, 50 of them for the
 lm_head's ``[slots, vocab, rank]`` B that no adapter of ours even targets. vLLM writes
 one slot per adapter activation, so :meth:`FactsCache.written` (called by
-``activation.py`` right after vLLM's ``activate_adapter``) marks that slot alone:
-known-empty where the adapter has no weights for the module (vLLM zeroed it), to be
+``activation.py`` right after vLLM's ``activate_adapter``) sets that slot alone, to what
+the activation knows of it: empty where the adapter has no weights for the module (vLLM
+zeroed it), live with the adapter's rank where it copied weights of a known shape, to be
 scanned on first use otherwise. Any other write to a tensor is caught by its version
 counter and the whole tensor is scanned again.
 """
@@ -22,7 +23,7 @@ import torch
 from .packing import _version
 
 Slot = tuple[bool, int]  # (has weights, real rank)
-_EMPTY: Slot = (False, 0)
+EMPTY: Slot = (False, 0)
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,14 @@ class FactsCache:
         stacks: Sequence[tuple[torch.Tensor, int]],
         before: Sequence[int | None],
         slot: int,
-        empty: Sequence[bool],
+        written: Sequence[Slot | None],
     ) -> None:
         """Only ``slot`` of each tensor was written since ``before`` (its versions then);
-        ``empty[i]``: the write zeroed it. A tensor written elsewhere too is scanned
-        again on first use, as is one whose earlier state was not known."""
-        for (tensor, axis), old, zeroed in zip(stacks, before, empty, strict=True):
+        ``written[i]``: what tensor i's slot holds now, None if unknown (scanned on first
+        use). A live slot's rank may be larger than its last non-zero rank position (the
+        packs then multiply some zeros), never smaller. A tensor written elsewhere too is
+        scanned again on first use, as is one whose earlier state was not known."""
+        for (tensor, axis), old, now in zip(stacks, before, written, strict=True):
             key = (id(tensor), axis)
             known = self._known.get(key)
             version = _version(tensor)
@@ -122,7 +125,7 @@ class FactsCache:
                     or known.version != old or version is None):
                 self._known.pop(key, None)
                 continue
-            known.slots[slot] = _EMPTY if zeroed else None
+            known.slots[slot] = now
             known.version = version
             known.facts = None
 

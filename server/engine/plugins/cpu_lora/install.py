@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import activation, wrapper
+from . import activation, layout, wrapper
 from .ops import _OPS
 from .wrapper import _METHODS, _update_metadata
 
@@ -48,6 +48,7 @@ def _activate_adapter(self: Any, lora_id: int) -> bool:
 def _create_lora_manager(*args: Any, **kwargs: Any) -> Any:
     # vllm.lora.worker_manager's create_lora_manager, then the slots learnt at start.
     manager = _originals["create_lora_manager"](*args, **kwargs)
+    layout.fuse_all(manager)
     activation.prime(manager)
     return manager
 

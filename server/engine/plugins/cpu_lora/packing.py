@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .groups import TokenGroups, _slot
+from .groups import TokenGroups
 
 
 def _version(tensor: torch.Tensor) -> int | None:
@@ -87,14 +87,41 @@ class _Pack:
         return self.expand.w[start : start + self.out_sizes[slice_idx], cols : cols + self.width]
 
 
-def _slot_rows(stacked: torch.Tensor, slot: int, rank: int) -> torch.Tensor:
-    """Slot's A as ``[rank, in]`` (stacked A is ``[slots, (1,) max_rank, in]``)."""
-    return _slot(stacked, slot)[:rank]
+def _stack3(stacked: torch.Tensor) -> torch.Tensor:
+    """Stacked weights ``[slots, (1,) rows, cols]`` as ``[slots, rows, cols]`` (a view)."""
+    return stacked.view(stacked.shape[0], stacked.shape[-2], stacked.shape[-1])
 
 
-def _slot_cols(stacked: torch.Tensor, slot: int, rank: int) -> torch.Tensor:
-    """Slot's B as ``[out, rank]`` (stacked B is ``[slots, (1,) out, max_rank]``)."""
-    return _slot(stacked, slot)[:, :rank]
+def _pick(w: torch.Tensor, slots: tuple[int, ...]) -> torch.Tensor:
+    """``w``'s slots in order: a view when they are consecutive, else one gather."""
+    if slots == tuple(range(slots[0], slots[0] + len(slots))):
+        return w[slots[0] : slots[0] + len(slots)]
+    return w[list(slots)]
+
+
+def _slots_rows(stacked: torch.Tensor, slots: tuple[int, ...], rank: int) -> torch.Tensor:
+    """The slots' A as ``[len(slots) * rank, in]``, rows ordered (slot, rank), from stacked
+    A ``[slots, (1,) max_rank, in]``: a view of it where that is contiguous (one slot),
+    else one copy."""
+    w = _stack3(stacked)
+    return _pick(w, slots)[:, :rank].reshape(-1, w.shape[-1])
+
+
+def _slots_cols(stacked: torch.Tensor, slots: tuple[int, ...], rank: int) -> torch.Tensor:
+    """The slots' B as ``[out, len(slots) * rank]``, columns ordered (slot, rank), from
+    stacked B ``[slots, (1,) out, max_rank]``: a view of it for one slot at full rank."""
+    picked = _pick(_stack3(stacked), slots)[:, :, :rank]
+    if len(slots) == 1 and picked.is_contiguous():
+        return picked[0]
+    return picked.permute(1, 0, 2).reshape(picked.shape[1], -1)
+
+
+def _slots_cols_into(block: torch.Tensor, stacked: torch.Tensor, slots: tuple[int, ...],
+                     rank: int) -> None:
+    """``block [out, len(slots) * rank] = _slots_cols(...)`` in one copy; ``block`` may
+    be a column slice of a wider matrix."""
+    picked = _pick(_stack3(stacked), slots)[:, :, :rank]
+    block.view(block.shape[0], len(slots), rank).copy_(picked.permute(1, 0, 2))
 
 
 class _StepRows:

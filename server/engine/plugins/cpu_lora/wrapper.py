@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import layout
 from .facts import CACHE, _StackFacts
 from .ops import expand, expand_slice, shrink
-from .packing import _Gemm, _Pack, _slot_cols, _slot_rows, _StepRows, _version
+from .packing import _Gemm, _Pack, _slots_cols, _slots_cols_into, _slots_rows, _StepRows, _version
 
 if TYPE_CHECKING:
     from vllm.lora.layers import LoRAMapping
@@ -114,22 +115,58 @@ class _WrapperState:
             rank = min(rank, max_rank)
         if rank == 0:
             return None
-        a = torch.cat([_slot_rows(t, s, rank) for t in lora_a for s in slots]) if lora_a else None
+        view = self._fused_view(lora_a, lora_b, slots, rank)
+        if view is not None:
+            return view
+        # Built on the first step after any adapter write, for every module: a cold
+        # adapter's first token waits for ~120 of these, so few ops each. One slot of a
+        # one-slice layer at full rank packs as views of vLLM's tensors, like one slot of
+        # a fused layer above; the cache drops views once vLLM writes the tensors again.
+        a = b = None
+        if lora_a:
+            rows = [_slots_rows(t, slots, rank) for t in lora_a]
+            a = rows[0] if len(rows) == 1 else torch.cat(rows)
         out_sizes = tuple(t.shape[-2] for t in lora_b)
         width = len(slots) * rank
-        b = lora_b[0].new_zeros(sum(out_sizes), len(lora_b) * width) if lora_b else None
-        row = 0
-        for i, t in enumerate(lora_b):
-            assert b is not None
-            block = b[row : row + out_sizes[i], i * width : (i + 1) * width]
-            block.copy_(torch.cat([_slot_cols(t, s, rank) for s in slots], dim=1))
-            row += out_sizes[i]
+        if len(lora_b) == 1:
+            b = _slots_cols(lora_b[0], slots, rank)
+        elif lora_b:
+            # Block-diagonal: slice i's [out_i, width] block, zeros elsewhere.
+            b = lora_b[0].new_zeros(sum(out_sizes), len(lora_b) * width)
+            row = 0
+            for i, t in enumerate(lora_b):
+                block = b[row : row + out_sizes[i], i * width : (i + 1) * width]
+                _slots_cols_into(block, t, slots, rank)
+                row += out_sizes[i]
         return _Pack(
             slots=slots,
             rank=rank,
             out_sizes=out_sizes,
             shrink=_Gemm(a) if a is not None else None,
             expand=_Gemm(b) if b is not None else None,
+        )
+
+    @staticmethod
+    def _fused_view(
+        lora_a: Sequence[torch.Tensor],
+        lora_b: Sequence[torch.Tensor],
+        slots: tuple[int, ...],
+        rank: int,
+    ) -> _Pack | None:
+        """One slot of a fused multi-slice layer (``layout.py``): its pack at full rank
+        is ``a[slot]`` and ``b[slot]`` as they stand, no copy. Taken while the adapter's
+        rank is at least half the max rank: the zero rank rows then cost at most twice the
+        FLOPs of a trimmed copy, which at these sizes is less than building one."""
+        fused = layout.fused(lora_a, lora_b)
+        if fused is None or len(slots) != 1 or 2 * rank < fused.max_rank:
+            return None
+        slot = slots[0]
+        return _Pack(
+            slots=slots,
+            rank=fused.max_rank,
+            out_sizes=tuple(t.shape[-2] for t in lora_b),
+            shrink=_Gemm(fused.a[slot]),
+            expand=_Gemm(fused.b[slot]),
         )
 
 

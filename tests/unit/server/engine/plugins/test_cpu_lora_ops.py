@@ -204,18 +204,6 @@ def test_stock_ops_give_no_adapter_tokens_the_last_slot() -> None:
 LORA_IDS = [101, 102, 103, 104]  # lora_index_to_id: slot s serves LoRA id LORA_IDS[s]
 
 
-@pytest.fixture
-def wrapper() -> Iterator[Any]:
-    """A patched PunicaWrapperCPU; the stock class is restored afterwards."""
-    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
-
-    was_patched = cpu_lora.is_patched()
-    cpu_lora.patch()
-    yield PunicaWrapperCPU(max_num_batched_tokens=64, max_batches=64, device="cpu")
-    if not was_patched:
-        cpu_lora.unpatch()
-
-
 def _set_mapping(wrapper: Any, token_slots: list[int], request_slots: list[int]) -> None:
     from vllm.lora.layers import LoRAMapping
 
