@@ -54,9 +54,7 @@ def activate_adapter(stock: Callable[[Any, int], bool], manager: Any, lora_id: i
         return stock(manager, lora_id)
     per_module = [(name, m, list(_module_stacks(m))) for name, m in manager.modules.items()]
     stacks = [s for _, _, module_stacks in per_module for s in module_stacks]
-    for tensor, axis in stacks:
-        CACHE.get(tensor, axis)  # known before the write (a full scan only if never seen)
-    before = CACHE.versions(stacks)
+    before = CACHE.known_versions(stacks)
     activated = stock(manager, lora_id)
     if not activated:
         return activated

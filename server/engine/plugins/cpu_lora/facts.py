@@ -105,6 +105,20 @@ class FactsCache:
         """The versions of ``stacks`` now: taken before a write, for :meth:`written`."""
         return [_version(t) for t, _ in stacks]
 
+    def known_versions(self, stacks: Iterable[tuple[torch.Tensor, int]]) -> list[int | None]:
+        """:meth:`versions`, with every tensor's slots known at that version first (a full
+        scan only for one never seen or written behind the cache's back). Cheaper than
+        :meth:`get` on each: the facts of a tensor about to be written are not built."""
+        out = []
+        for tensor, axis in stacks:
+            version = _version(tensor)
+            known = self._known.get((id(tensor), axis))
+            if version is not None and (known is None or known.tensor is not tensor
+                                        or known.version != version):
+                self.get(tensor, axis)
+            out.append(version)
+        return out
+
     def written(
         self,
         stacks: Sequence[tuple[torch.Tensor, int]],
