@@ -67,7 +67,7 @@ lint: $(STAMP)
 bench: prepare-model
 	$(BIN)/python bench/vs_vllm.py --rounds 1 --requests 32 --no-record
 	$(BIN)/python bench/adapter_count.py --counts 0,4,16 --rounds 1 --requests 32 --no-record
-	$(BIN)/python bench/cold_start.py --adapters 5 --no-record
+	$(BIN)/python bench/cold_start.py --adapters 5 --hub 2 --no-record
 	$(BIN)/python bench/storage.py --no-record
 	$(BIN)/python bench/registry_scale.py --counts 10,100 --reps 60 --list-reps 20 --rounds 4 --no-record
 

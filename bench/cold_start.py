@@ -16,20 +16,29 @@ Then, with more adapters used than the engine's host cache holds (``--adapters``
 ``--cache``), the first adapters have been evicted by the engine's LRU:
 4. **after eviction**: one request to each evicted adapter (read from disk again).
 
+Last, ``--hub`` adapters published on a local hub endpoint (the test suite's fake Hugging
+Face Hub, ``tests/support/fake_hub.py``, on loopback; the server's own huggingface_hub
+client pulls from it, ``--hub-autoload``):
+5. **cold from the hub**: the first request naming the repo (pull, admission, engine load
+   all inside it), against the same adapter's warm TTFT; split by the same histogram
+   (``fetch`` and ``admission`` of source ``hub``).
+
 Requests are completions of ``--prompt-tokens`` token ids (a fresh seeded prompt each, so
 vLLM's prefix cache serves none of them) and 2 forced output tokens. The goal (issue 16):
 cold from the local store <= warm + 100 ms.
 
-    python bench/cold_start.py               # 8 adapters, cache 4; appends to BENCHMARKS.md
-    python bench/cold_start.py --adapters 5 --no-record
+    python bench/cold_start.py               # 8 adapters, cache 4, 4 from the hub; records
+    python bench/cold_start.py --adapters 5 --hub 2 --no-record
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -41,9 +50,14 @@ from prometheus_client.parser import text_string_to_metric_families
 import common
 from loadgen_core.client import Request, send
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from fake_hub import FakeHub, serving  # the suite's local hub endpoint (stdlib only)
+
 SERVED = "smollm2"
 GOAL_S = 0.100  # cold <= warm + 100 ms
 PHASES = (("fetch", "upload"), ("admission", "upload"), ("engine", "store"))
+HUB_PHASES = (("fetch", "hub"), ("admission", "hub"), ("engine", "store"))
+HUB_OWNER = "bench"
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,7 @@ class Config:
     prompt_tokens: int
     dtype: str
     record: bool
+    hub: int = 0
 
 
 @dataclass
@@ -79,23 +94,26 @@ def parse_args() -> Config:
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--dtype", default=common.fast_dtype(),
                    help="default: bfloat16 if the CPU has native bf16, else float32")
+    p.add_argument("--hub", type=int, default=4,
+                   help="adapters pulled from a local hub endpoint (0: none)")
     p.add_argument("--no-record", dest="record", action="store_false")
     a = p.parse_args()
     if a.adapters <= a.cache:
         p.error("--adapters must exceed --cache, or nothing is evicted")
-    return Config(a.adapters, a.cache, a.warm, a.prompt_tokens, a.dtype, a.record)
+    return Config(a.adapters, a.cache, a.warm, a.prompt_tokens, a.dtype, a.record, a.hub)
 
 
-def phase_sums(client: httpx.Client) -> dict[str, float]:
+def phase_sums(client: httpx.Client,
+               phases: tuple[tuple[str, str], ...] = PHASES) -> dict[str, float]:
     """``hotswap_adapter_load_seconds`` sums by phase, from ``/metrics``."""
     text = client.get("/metrics").raise_for_status().text
-    out = {phase: 0.0 for phase, _ in PHASES}
+    out = {phase: 0.0 for phase, _ in phases}
     for family in text_string_to_metric_families(text):
         if family.name != "hotswap_adapter_load_seconds":
             continue
         for s in family.samples:
             key = (s.labels.get("phase"), s.labels.get("source"))
-            if s.name.endswith("_sum") and key in PHASES:
+            if s.name.endswith("_sum") and key in phases:
                 out[key[0]] += s.value
     return out
 
@@ -143,7 +161,32 @@ def upload(client: httpx.Client, adapter: Adapter, index: int, dtype: str) -> No
     adapter.phases = delta(phase_sums(client), before)
 
 
-def measure(cfg: Config, url: str) -> tuple[list[Adapter], list[float]]:
+def publish(hub: FakeHub, root: Path, count: int, dtype: str) -> list[Adapter]:
+    """``count`` adapters like the uploaded ones (other seeds) as hub repos."""
+    out = []
+    for i in range(count):
+        files = common.lora_files(common.BUNDLED_MODEL, rank=16,
+                                  target_modules=common.ALL_MODULES, seed=900 + i, std=0.02,
+                                  dtype=dtype)
+        repo = f"{HUB_OWNER}/lora-{i + 1}"
+        hub.add(repo, common.write_dir(root / f"hub-{i + 1}", files))
+        out.append(Adapter(repo))
+    return out
+
+
+def measure_hub(probe: Probe, url: str, adapters: list[Adapter], warm: int) -> None:
+    """First request naming each hub repo (pulled, admitted, loaded inside it), then warm."""
+    with httpx.Client(base_url=url) as client, common.progress_bar() as bar:
+        task = bar.add_task("cold from the hub, warm", total=len(adapters))
+        for a in adapters:
+            before = phase_sums(client, HUB_PHASES)
+            a.cold_s = probe.ttft(a.name)
+            a.phases = delta(phase_sums(client, HUB_PHASES), before)
+            a.warm_s = [probe.ttft(a.name) for _ in range(warm)]
+            bar.advance(task)
+
+
+def measure(cfg: Config, url: str) -> tuple[list[Adapter], list[float], Probe]:
     probe = Probe(url, cfg.prompt_tokens)
     base = [probe.ttft(SERVED) for _ in range(cfg.warm + 1)][1:]  # the first warms up
     adapters = [Adapter(f"cold-{i + 1}") for i in range(cfg.adapters)]
@@ -162,14 +205,41 @@ def measure(cfg: Config, url: str) -> tuple[list[Adapter], list[float]]:
         for a in evicted:
             a.evicted_s = probe.ttft(a.name)
             bar.advance(task)
-    return adapters, base
+    return adapters, base, probe
 
 
 def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def table(adapters: list[Adapter], base: list[float]) -> str:
+def hub_table(adapters: list[Adapter]) -> list[str]:
+    """The hub rows: TTFT against each adapter's own warm TTFT, and the pull's phases."""
+    if not adapters:
+        return []
+    excess = [a.cold_s - a.warm_median for a in adapters]
+    return [
+        "",
+        f"From the hub endpoint ({len(adapters)} repos on a local fake hub over loopback: "
+        "what a pull costs beyond the network):",
+        "",
+        "| request | TTFT median | min | max | minus warm (median) |",
+        "|---|---:|---:|---:|---:|",
+        f"| adapter, warm | {common.ms(med([a.warm_median for a in adapters]))} ms | "
+        f"{common.ms(min(a.warm_median for a in adapters))} | "
+        f"{common.ms(max(a.warm_median for a in adapters))} | |",
+        f"| adapter, cold from the hub (pull + admission + engine load) | "
+        f"{common.ms(med([a.cold_s for a in adapters]))} ms | "
+        f"{common.ms(min(a.cold_s for a in adapters))} | "
+        f"{common.ms(max(a.cold_s for a in adapters))} | {common.ms(med(excess))} ms |",
+        "",
+        "| fetch (download) | admission (check, store) | engine load |",
+        "|---:|---:|---:|",
+        "| " + " | ".join(f"{common.ms(med([a.phases[p] for a in adapters]))} ms"
+                         for p, _ in HUB_PHASES) + " |",
+    ]
+
+
+def table(adapters: list[Adapter], base: list[float], hub: list[Adapter]) -> str:
     warm = med([a.warm_median for a in adapters])
     cold = med([a.cold_s for a in adapters])
     evicted = [a.evicted_s for a in adapters if a.evicted_s is not None]
@@ -201,6 +271,7 @@ def table(adapters: list[Adapter], base: list[float]) -> str:
         f"Goal cold <= warm + {GOAL_S * 1e3:.0f} ms: "
         f"{'met' if med(excess) <= GOAL_S else 'NOT met'} (cold - warm: median "
         f"{common.ms(med(excess))} ms, worst {common.ms(max(excess))} ms).",
+        *hub_table(hub),
     ]
     return "\n".join(lines)
 
@@ -231,7 +302,7 @@ def record(cfg: Config, text: str, png: Path) -> None:
 
 Machine: {common.machine()}; load average at the end {common.load_average()}.
 Command: `python bench/cold_start.py --adapters {cfg.adapters} --cache {cfg.cache} --warm
-{cfg.warm} --prompt-tokens {cfg.prompt_tokens} --dtype {cfg.dtype}`.
+{cfg.warm} --prompt-tokens {cfg.prompt_tokens} --dtype {cfg.dtype} --hub {cfg.hub}`.
 Bundled model ({cfg.dtype}), {cfg.adapters} rank-16 LoRAs on all projections uploaded one
 by one into a fresh store, `--max-loras` and `--max-cpu-loras` {cfg.cache}; an idle server,
 one streaming completion at a time (a fresh {cfg.prompt_tokens}-token prompt each, 2 output tokens).
@@ -245,13 +316,17 @@ one streaming completion at a time (a fresh {cfg.prompt_tokens}-token prompt eac
 def main() -> None:
     common.setup_logging()
     cfg = parse_args()
-    with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp, serving(FakeHub()) as hub:
+        hub_adapters = publish(hub, Path(tmp), cfg.hub, cfg.dtype)
         args = ["--store", str(Path(tmp) / "store"), "--dtype", cfg.dtype,
                 "--served-model-name", SERVED, "--max-loras", str(cfg.cache),
-                "--max-cpu-loras", str(cfg.cache)]
+                "--max-cpu-loras", str(cfg.cache), "--hub-allow", HUB_OWNER, "--hub-autoload"]
+        # The server inherits the environment: its huggingface_hub talks to the local hub.
+        os.environ.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
         with common.running_server(args, Path(tmp) / "server.log") as (url, _):
-            adapters, base = measure(cfg, url)
-    text = table(adapters, base)
+            adapters, base, probe = measure(cfg, url)
+            measure_hub(probe, url, hub_adapters, cfg.warm)
+    text = table(adapters, base, hub_adapters)
     common.console.print(text)
     png = common.stamped_png("cold_start")
     plot(adapters, png)
