@@ -101,19 +101,21 @@ def _pick(w: torch.Tensor, slots: tuple[int, ...]) -> torch.Tensor:
 
 def _slots_rows(stacked: torch.Tensor, slots: tuple[int, ...], rank: int) -> torch.Tensor:
     """The slots' A as ``[len(slots) * rank, in]``, rows ordered (slot, rank), from stacked
-    A ``[slots, (1,) max_rank, in]``: a view of it where that is contiguous (one slot),
-    else one copy."""
+    A ``[slots, (1,) max_rank, in]``: a view of it where that is contiguous (one slot, or
+    consecutive slots at full rank), else one copy."""
     w = _stack3(stacked)
     return _pick(w, slots)[:, :rank].reshape(-1, w.shape[-1])
 
 
 def _slots_cols(stacked: torch.Tensor, slots: tuple[int, ...], rank: int) -> torch.Tensor:
     """The slots' B as ``[out, len(slots) * rank]``, columns ordered (slot, rank), from
-    stacked B ``[slots, (1,) out, max_rank]``: a view of it for one slot at full rank."""
+    stacked B ``[slots, (1,) out, max_rank]``: a view of it for one slot at full rank,
+    else a dense copy (not a strided view: the oneDNN matmul handle is made for the
+    matrix as given, and packs were always dense before)."""
     picked = _pick(_stack3(stacked), slots)[:, :, :rank]
     if len(slots) == 1 and picked.is_contiguous():
         return picked[0]
-    return picked.permute(1, 0, 2).reshape(picked.shape[1], -1)
+    return picked.permute(1, 0, 2).reshape(picked.shape[1], -1).contiguous()
 
 
 def _slots_cols_into(block: torch.Tensor, stacked: torch.Tensor, slots: tuple[int, ...],

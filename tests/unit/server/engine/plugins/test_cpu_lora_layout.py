@@ -120,16 +120,23 @@ def test_packed_matmul_on_the_fused_layout_equals_the_reference(
     assert shares == view
 
 
-def test_a_new_adapter_in_a_viewed_slot_is_seen(wrapper: Any) -> None:
-    """A one-adapter pack is a view of vLLM's tensors: after vLLM writes another adapter
-    into the slot, the next step must use the new weights (the version check)."""
+@pytest.mark.parametrize("rank", [MAX_RANK, 3])  # a view; a trimmed copy
+def test_a_new_adapter_in_a_written_slot_is_seen(wrapper: Any, rank: int) -> None:
+    """After vLLM writes another adapter into the slot, the next step must use the new
+    weights: the pack is built again (the views share the buffers' version counter). A
+    stale view would still read the new weights, so the copy case and the rebuild itself
+    are what can fail here."""
     module = _module()
     layout.fuse(module)
     idx = [1, 1, 1]
     _set_mapping(wrapper, idx)
     x = _rand(3, HIDDEN, seed=7)
+    packs = []
     for seed in (20, 30):
-        _set_lora(module, 1, MAX_RANK, seed=seed)
+        _set_lora(module, 1, rank, seed=seed)
         y = torch.zeros(3, sum(SLICES))
         wrapper.add_lora_linear(y, x, module.lora_a_stacked, module.lora_b_stacked, 1.0, SLICES)
         torch.testing.assert_close(y, _reference(torch.zeros(3, sum(SLICES)), x, module, idx))
+        packs.append(wrapper._hotswap_lora.pack(module.lora_a_stacked, module.lora_b_stacked,
+                                                (1,)))
+    assert packs[0] is not packs[1]
