@@ -50,7 +50,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import common
 from loadgen_core.client import Request, send
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+# Appended, not prepended: tests/support has modules (http.py) that would shadow the stdlib.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from fake_hub import FakeHub, serving  # the suite's local hub endpoint (stdlib only)
 
 SERVED = "smollm2"
@@ -212,6 +213,17 @@ def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
+TTFT_HEADER = ["| request | TTFT median | min | max | minus warm (median) |",
+               "|---|---:|---:|---:|---:|"]
+
+
+def ttft_row(label: str, values: list[float], excess: float | None = None) -> str:
+    """One TTFT table row: median, min, max of ``values`` and, if given, the excess."""
+    tail = f" {common.ms(excess)} ms" if excess is not None else ""
+    return (f"| {label} | {common.ms(med(values))} ms | {common.ms(min(values))} | "
+            f"{common.ms(max(values))} |{tail} |")
+
+
 def hub_table(adapters: list[Adapter]) -> list[str]:
     """The hub rows: TTFT against each adapter's own warm TTFT, and the pull's phases."""
     if not adapters:
@@ -222,15 +234,10 @@ def hub_table(adapters: list[Adapter]) -> list[str]:
         f"From the hub endpoint ({len(adapters)} repos on a local fake hub over loopback: "
         "what a pull costs beyond the network):",
         "",
-        "| request | TTFT median | min | max | minus warm (median) |",
-        "|---|---:|---:|---:|---:|",
-        f"| adapter, warm | {common.ms(med([a.warm_median for a in adapters]))} ms | "
-        f"{common.ms(min(a.warm_median for a in adapters))} | "
-        f"{common.ms(max(a.warm_median for a in adapters))} | |",
-        f"| adapter, cold from the hub (pull + admission + engine load) | "
-        f"{common.ms(med([a.cold_s for a in adapters]))} ms | "
-        f"{common.ms(min(a.cold_s for a in adapters))} | "
-        f"{common.ms(max(a.cold_s for a in adapters))} | {common.ms(med(excess))} ms |",
+        *TTFT_HEADER,
+        ttft_row("adapter, warm", [a.warm_median for a in adapters]),
+        ttft_row("adapter, cold from the hub (pull + admission + engine load)",
+                 [a.cold_s for a in adapters], med(excess)),
         "",
         "| fetch (download) | admission (check, store) | engine load |",
         "|---:|---:|---:|",
@@ -241,23 +248,16 @@ def hub_table(adapters: list[Adapter]) -> list[str]:
 
 def table(adapters: list[Adapter], base: list[float], hub: list[Adapter]) -> str:
     warm = med([a.warm_median for a in adapters])
-    cold = med([a.cold_s for a in adapters])
     evicted = [a.evicted_s for a in adapters if a.evicted_s is not None]
     excess = [a.cold_s - a.warm_median for a in adapters]
     lines = [
-        "| request | TTFT median | min | max | minus warm (median) |",
-        "|---|---:|---:|---:|---:|",
-        f"| base model, warm | {common.ms(med(base))} ms | {common.ms(min(base))} | "
-        f"{common.ms(max(base))} | |",
-        f"| adapter, warm | {common.ms(warm)} ms | "
-        f"{common.ms(min(a.warm_median for a in adapters))} | "
-        f"{common.ms(max(a.warm_median for a in adapters))} | |",
-        f"| adapter, cold from the local store | {common.ms(cold)} ms | "
-        f"{common.ms(min(a.cold_s for a in adapters))} | "
-        f"{common.ms(max(a.cold_s for a in adapters))} | {common.ms(med(excess))} ms |",
-        f"| adapter, after eviction from the engine's host cache | {common.ms(med(evicted))} "
-        f"ms | {common.ms(min(evicted))} | {common.ms(max(evicted))} | "
-        f"{common.ms(med(evicted) - warm)} ms |",
+        *TTFT_HEADER,
+        ttft_row("base model, warm", base),
+        ttft_row("adapter, warm", [a.warm_median for a in adapters]),
+        ttft_row("adapter, cold from the local store", [a.cold_s for a in adapters],
+                 med(excess)),
+        ttft_row("adapter, after eviction from the engine's host cache", evicted,
+                 med(evicted) - warm),
         "",
         "Getting an adapter in, medians per adapter:",
         "",

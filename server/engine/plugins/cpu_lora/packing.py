@@ -107,12 +107,17 @@ def _slots_rows(stacked: torch.Tensor, slots: tuple[int, ...], rank: int) -> tor
     return _pick(w, slots)[:, :rank].reshape(-1, w.shape[-1])
 
 
+def _cols(stacked: torch.Tensor, slots: tuple[int, ...], rank: int) -> torch.Tensor:
+    """The slots' B trimmed to ``rank``: ``[len(slots), out, rank]`` (a view or a gather)."""
+    return _pick(_stack3(stacked), slots)[:, :, :rank]
+
+
 def _slots_cols(stacked: torch.Tensor, slots: tuple[int, ...], rank: int) -> torch.Tensor:
     """The slots' B as ``[out, len(slots) * rank]``, columns ordered (slot, rank), from
     stacked B ``[slots, (1,) out, max_rank]``: a view of it for one slot at full rank,
     else a dense copy (not a strided view: the oneDNN matmul handle is made for the
     matrix as given, and packs were always dense before)."""
-    picked = _pick(_stack3(stacked), slots)[:, :, :rank]
+    picked = _cols(stacked, slots, rank)
     if len(slots) == 1 and picked.is_contiguous():
         return picked[0]
     return picked.permute(1, 0, 2).reshape(picked.shape[1], -1).contiguous()
@@ -122,8 +127,7 @@ def _slots_cols_into(block: torch.Tensor, stacked: torch.Tensor, slots: tuple[in
                      rank: int) -> None:
     """``block [out, len(slots) * rank] = _slots_cols(...)`` in one copy; ``block`` may
     be a column slice of a wider matrix."""
-    picked = _pick(_stack3(stacked), slots)[:, :, :rank]
-    block.view(block.shape[0], len(slots), rank).copy_(picked.permute(1, 0, 2))
+    block.view(block.shape[0], len(slots), rank).copy_(_cols(stacked, slots, rank).permute(1, 0, 2))
 
 
 class _StepRows:

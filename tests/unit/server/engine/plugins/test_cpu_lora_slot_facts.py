@@ -166,12 +166,19 @@ def _stacks(module: Any) -> list[tuple[torch.Tensor, int]]:
     return [(t, 1) for t in a] + [(t, 2) for t in b]
 
 
-def test_activation_tells_the_slot_from_the_weights_shapes(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def primed(monkeypatch: pytest.MonkeyPatch) -> tuple[FactsCache, _Manager]:
+    """A fresh cache for the hook, and a manager primed as the plugin does at creation."""
     cache = FactsCache()
     monkeypatch.setattr(activation, "CACHE", cache)
     manager = _Manager()
     activation.prime(manager)
+    return cache, manager
+
+
+def test_activation_tells_the_slot_from_the_weights_shapes(
+        monkeypatch: pytest.MonkeyPatch, primed: tuple[FactsCache, _Manager]) -> None:
+    cache, manager = primed
     assert activation.activate_adapter(_stock, manager, 7)
     assert activation.activate_adapter(_stock, manager, 8)
     _no_scans(monkeypatch)  # every written slot is known from the weights' shapes
@@ -193,11 +200,8 @@ def test_activation_tells_the_slot_from_the_weights_shapes(
 
 
 def test_a_layer_of_unknown_layout_has_its_slot_scanned(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = FactsCache()
-    monkeypatch.setattr(activation, "CACHE", cache)
-    manager = _Manager()
-    activation.prime(manager)
+        monkeypatch: pytest.MonkeyPatch, primed: tuple[FactsCache, _Manager]) -> None:
+    cache, manager = primed
     assert activation.activate_adapter(_stock, manager, 9)  # lm_head: no n_slices
     monkeypatch.setattr(facts, "_scan_all", lambda *_: pytest.fail("full scan"))
     head = manager.modules["lm_head"]
@@ -215,11 +219,8 @@ def test_weights_not_one_per_slice_are_left_to_a_scan(weights: Any) -> None:
 
 
 def test_primed_at_creation_the_first_activation_scans_no_whole_tensor(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = FactsCache()
-    monkeypatch.setattr(activation, "CACHE", cache)
-    manager = _Manager()
-    activation.prime(manager)  # what the plugin does right after vLLM creates the manager
+        monkeypatch: pytest.MonkeyPatch, primed: tuple[FactsCache, _Manager]) -> None:
+    cache, manager = primed
     monkeypatch.setattr(facts, "_scan_all", lambda *_: pytest.fail("full scan"))
     assert activation.activate_adapter(_stock, manager, 7)
     for t in manager.modules["qkv"].lora_b_stacked:
