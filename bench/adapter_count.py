@@ -1,7 +1,8 @@
 """Throughput and TTFT as the number of distinct adapters in the traffic grows: 1, 4, 16
 and 64 rank-16 LoRAs, relative to base-only traffic, hotswap and vLLM's OpenAI server
-with hotswap's CPU LoRA plugin side by side (the same engine: what differs is the
-serving layer, including how each schedules adapter loads).
+with hotswap's CPU LoRA plugin and engine arguments side by side (vs_vllm's
+``vllm+plugin+args``: the same engine configuration, so what differs is the serving
+layer, including how each schedules adapter loads).
 
 Both servers get ``max_loras`` 4 (adapter slots in a batch) and ``max_cpu_loras`` 16
 (loaded adapters kept in host memory): at 16 adapters the slots churn, at 64 the host
@@ -10,7 +11,7 @@ adapters in turn (request i to adapter i mod N), so every adapter of a point is 
 every batch of 16 mixes min(N, 16) of them. One server per arm and round serves all the
 points (every adapter registered at start), in the same order for every arm.
 
-    python bench/adapter_count.py                    # 2 rounds, appends to BENCHMARKS.md
+    python bench/adapter_count.py                    # 2 rounds, records in BENCHMARKS.md
     python bench/adapter_count.py --rounds 1 --counts 0,4 --requests 16 --no-record
 """
 
@@ -26,7 +27,9 @@ import common
 import vs_vllm
 from loadgen_core import Summary, Workload, WorkloadSpec, make_workload
 
-ARMS = ("hotswap", "vllm+plugin")
+#: The peer: vLLM's server with hotswap's plugin and engine arguments.
+PEER = "vllm+plugin+args"
+ARMS = ("hotswap", PEER)
 #: The reference every point is divided by: base-only traffic (0 adapters).
 BASE = 0
 
@@ -89,7 +92,7 @@ def table(counts: list[int], arms: tuple[str, ...], runs: Runs) -> str:
         return [s.ttft[f] for s in runs[arm][count]]
 
     head = " | ".join(f"{a} tok/s (x base) | {a} TTFT p50 / p99" for a in arms)
-    lines = [f"| traffic | {head} | hotswap / vllm+plugin tok/s | TTFT p99 |",
+    lines = [f"| traffic | {head} | hotswap / {PEER} tok/s | TTFT p99 |",
              "|---|" + "---:|" * (2 * len(arms) + 2)]
     for count in counts:
         cells = []
@@ -99,7 +102,7 @@ def table(counts: list[int], arms: tuple[str, ...], runs: Runs) -> str:
             cells.append(f"{tput:.0f} ({common.ratio(rel)})")
             cells.append(f"{common.ms(med(per_round(arm, count, 'p50')))} / "
                          f"{common.ms(med(per_round(arm, count, 'p99')))} ms")
-        pairs = list(zip(runs["hotswap"][count], runs["vllm+plugin"][count], strict=True))
+        pairs = list(zip(runs["hotswap"][count], runs[PEER][count], strict=True))
         tput_r = [h.output_tokens_per_s / p.output_tokens_per_s for h, p in pairs]
         p99_r = [h.ttft["p99"] / p.ttft["p99"] for h, p in pairs]
         cells.append(vs_vllm.fmt(tput_r))
@@ -143,7 +146,9 @@ Command: `python bench/adapter_count.py --rounds {cfg.rounds} --counts
 Bundled model ({cfg.dtype}), rank-16 LoRAs on all projections; per point {cfg.requests}
 streaming completions of {cfg.tokens} forced tokens, {cfg.concurrency} in flight, request
 i to adapter i mod N; `max_loras` {cfg.max_loras}, `max_cpu_loras` {cfg.max_cpu_loras},
-KV cache {vs_vllm.KV_BYTES >> 20} MiB for both servers. Absolute values are medians over
+KV cache {vs_vllm.KV_BYTES >> 20} MiB for both servers; `{PEER}` is vLLM's OpenAI server
+with hotswap's CPU LoRA plugin and engine arguments (the same engine configuration as
+hotswap's, see `bench/vs_vllm.py`). Absolute values are medians over
 {cfg.rounds} rounds (one server per arm and round, arm order rotating); the ratio columns
 give one value per round.
 
@@ -151,7 +156,7 @@ give one value per round.
 
 ![adapter count]({common.repo_relative(png)})
 """
-    common.append_benchmarks(text)
+    common.record_section(text)
 
 
 def main() -> None:

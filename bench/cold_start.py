@@ -297,7 +297,7 @@ def plot(adapters: list[Adapter], path: Path) -> None:
 def record(cfg: Config, text: str, png: Path) -> None:
     import datetime as dt
 
-    common.append_benchmarks(f"""
+    common.record_section(f"""
 ## Cold start: first request to an adapter vs warm ({dt.date.today()})
 
 Machine: {common.machine()}; load average at the end {common.load_average()}.

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -91,6 +92,18 @@ def running_server(
         yield f"http://127.0.0.1:{port}", pid
 
 
+class ServerExited(SystemExit):
+    """A server process ended before it was ready; ``reason`` is its last error line."""
+
+    def __init__(self, returncode: int, log_path: Path) -> None:
+        errors = [line for line in log_path.read_text(errors="replace").splitlines()
+                  if "Error:" in line or "ERROR" in line]
+        # vLLM's lines start "(Proc pid=N) ERROR date time [file:line] ".
+        self.reason = re.sub(r"^\(.*?\) ERROR \S+ \S+ \[[^\]]*\] ", "", errors[-1].strip()) \
+            if errors else f"exit code {returncode}"
+        super().__init__(f"server exited ({returncode}):\n{tail(log_path)}")
+
+
 @contextlib.contextmanager
 def running_process(
     cmd: Sequence[str], port: int, ready_path: str, log_path: Path, *,
@@ -107,7 +120,7 @@ def running_process(
         with console.status(f"waiting for the server (GET {ready_path})"):
             while True:
                 if proc.poll() is not None:
-                    raise SystemExit(f"server exited ({proc.returncode}):\n{tail(log_path)}")
+                    raise ServerExited(proc.returncode, log_path)
                 if time.monotonic() - started > timeout_s:
                     raise SystemExit(f"server not ready in {timeout_s}s:\n{tail(log_path)}")
                 with contextlib.suppress(httpx.TransportError):
@@ -319,11 +332,17 @@ def save_figure(fig: Any, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def append_benchmarks(text: str) -> None:
-    """Append a section to BENCHMARKS.md, starting the file if there is none yet."""
-    if not BENCHMARKS_MD.exists():
-        BENCHMARKS_MD.write_text(
-            "# Benchmarks\n\nResults appended by the scripts in `bench/`, newest last.\n"
-        )
-    with BENCHMARKS_MD.open("a") as f:
-        f.write(text)
+HISTORY_MD = RESULTS / "history.md"
+
+
+def record_section(text: str) -> None:
+    """Put a run's section into BENCHMARKS.md in place of its comparison's last one, which
+    moves to bench/results/history.md (bench/record_core)."""
+    from record_core import record
+
+    record(BENCHMARKS_MD, HISTORY_MD, text,
+           header="# Benchmarks\n\nOne section per comparison, the newest run of each, "
+                  "written by the scripts in `bench/`. Earlier runs: "
+                  "[bench/results/history.md](bench/results/history.md).\n",
+           history_header="# Earlier benchmark runs\n\nSections of BENCHMARKS.md that a "
+                          "newer run of the same comparison replaced, newest first.\n")

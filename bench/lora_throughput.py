@@ -10,10 +10,10 @@ Scenarios send N requests (default 32 x 64 new tokens, ``ignore_eos``) in one ba
 same arm's base-only throughput, and (last column) to the plugin's base-only
 throughput, the number a user compares against.
 
-    python bench/lora_throughput.py                 # full run, appends to BENCHMARKS.md
+    python bench/lora_throughput.py                 # full run, records in BENCHMARKS.md
     python bench/lora_throughput.py --rounds 1 --requests 8 --tokens 16 --no-record
 
-Writes ``bench/results/lora_throughput-<date>-<time>.png`` and appends a section to
+Writes ``bench/results/lora_throughput-<date>-<time>.png`` and records its section in
 ``BENCHMARKS.md``.
 """
 
@@ -302,7 +302,7 @@ throughput (base-only: all requests without an adapter on the same LoRA-enabled 
             f"Per round: {raw}.\n"
         )
     parts.append(f"\n![CPU LoRA throughput]({common.repo_relative(png)})\n")
-    common.append_benchmarks("".join(parts))
+    common.record_section("".join(parts))
 
 
 def main() -> None:
@@ -326,7 +326,7 @@ def main() -> None:
             f"rank-{cfg.rank} adapters, median of {cfg.rounds} interleaved rounds",
         )
         record(cfg, results, png)
-        print(f"\nwrote {common.repo_relative(png)} and appended to BENCHMARKS.md")
+        print(f"\nwrote {common.repo_relative(png)} and recorded in BENCHMARKS.md")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ import httpx
 from rich.table import Table
 
 from common import (
-    append_benchmarks,
     console,
     load_average,
     machine,
     progress_bar,
     ratio,
+    record_section,
     running_server,
     setup_logging,
 )
@@ -91,7 +91,7 @@ def main() -> None:
     cost = statistics.median(on) / statistics.median(off)
     console.print(f"base-model throughput with prompt and prefix adapters on: {ratio(cost)} "
                   "of off")
-    append_benchmarks(
+    record_section(
         f"\n## Base-model cost of prompt and prefix adapter support ({time.strftime('%Y-%m-%d')})"
         f"\n\n`python bench/peft_engine_cost.py --rounds {args.rounds} --requests "
         f"{args.requests} --concurrency {args.concurrency}`; {machine()}, load "

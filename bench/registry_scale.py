@@ -19,11 +19,11 @@ A listing's body grows with the number of adapters, so besides its latency ratio
 output gives its cost per entry and the marginal cost of each added entry; flat means
 the per-entry cost does not grow, not that the listing takes constant time.
 
-    python bench/registry_scale.py                       # 10,100,1000; appends to BENCHMARKS.md
+    python bench/registry_scale.py                       # 10,100,1000; records in BENCHMARKS.md
     python bench/registry_scale.py --counts 10,100 --reps 50 --no-record
     python bench/registry_scale.py --url http://127.0.0.1:8000 --store ~/.cache/hotswap/store
 
-Writes ``bench/results/registry_scale-<date>-<time>.png`` (``--png``) and appends a section to
+Writes ``bench/results/registry_scale-<date>-<time>.png`` (``--png``) and records its section in
 ``BENCHMARKS.md`` (``--no-record``: neither).
 """
 
@@ -221,7 +221,7 @@ def main() -> None:
         )
         plot(results, cfg.png, f"{title}\n{cfg.note}" if cfg.note else title)
         record(cfg, results, state, cfg.png)
-        console.print(f"wrote {os.path.relpath(cfg.png)} and appended to BENCHMARKS.md")
+        console.print(f"wrote {os.path.relpath(cfg.png)} and recorded in BENCHMARKS.md")
 
 
 if __name__ == "__main__":

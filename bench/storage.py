@@ -1,7 +1,7 @@
 """Storage: what N tasks cost on disk as adapters in hotswap's store versus one full
 model copy per task (issue #16, comparison 6).
 
-Two parts, both printed and appended to BENCHMARKS.md with a plot:
+Two parts, both printed and recorded in BENCHMARKS.md with a plot:
 
 - **Measured** on the bundled model: the demo adapters of examples/adapters (LoRA,
   prompt, P- and prefix tuning) and rank-16 LoRAs on all projections are stored in a
@@ -14,7 +14,7 @@ Two parts, both printed and appended to BENCHMARKS.md with a plot:
   arithmetic is checked against the measured file sizes first, so the 8B figures come
   from a formula that was just seen to be right.
 
-    python bench/storage.py                 # appends to BENCHMARKS.md
+    python bench/storage.py                 # records in BENCHMARKS.md
     python bench/storage.py --no-record
 """
 
@@ -188,7 +188,7 @@ def main() -> None:
     if args.record:
         import datetime as dt
 
-        common.append_benchmarks(f"""
+        common.record_section(f"""
 ## Storage: adapters in the store vs a full model copy per task ({dt.date.today()})
 
 Command: `python bench/storage.py --lora16 {args.lora16}`. Measured on the bundled model

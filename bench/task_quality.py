@@ -30,12 +30,12 @@ from safetensors import safe_open
 
 from common import (
     REPO,
-    append_benchmarks,
     console,
     load_average,
     machine,
     progress_bar,
     pyplot,
+    record_section,
     repo_relative,
     running_server,
     save_figure,
@@ -179,7 +179,7 @@ def main() -> None:
     fig.tight_layout()
     png = stamped_png("task_quality")
     save_figure(fig, png)
-    append_benchmarks(
+    record_section(
         f"\n## Task quality per PEFT family ({time.strftime('%Y-%m-%d')})\n\n"
         f"`python bench/task_quality.py -n {args.n}`; {machine()}, load {load_average()}; "
         "bundled model in bf16 through one `hotswap serve` with every adapter registered, "

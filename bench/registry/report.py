@@ -1,5 +1,5 @@
 """The results in words: rich tables for the terminal, the verdicts against the goal, and
-the section appended to BENCHMARKS.md."""
+the section recorded in BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ def record(cfg: Config, results: Results, state: Registered, png: Path) -> None:
     upload = statistics.median(state.upload_s) * 1e3 if state.upload_s else float("nan")
     note = f"\n{cfg.note}\n" if cfg.note else ""
     checks = "\n".join("- " + v for v in verdicts(results))
-    common.append_benchmarks(f"""
+    common.record_section(f"""
 ## Adapter registry at scale: resolve and listings vs number of adapters \
 ({dt.date.today().isoformat()})
 
