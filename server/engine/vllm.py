@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Mapping
 
@@ -40,7 +41,7 @@ from .plugins.parent_watch import mark_server_process
 from .plugins.prefix_kv import prefix_params
 from .soft_prompts import PLACEHOLDER_ID, SoftPrompts, check_prefix_file
 from .tool_calls import parser_class
-from .vllm_args import VllmOptions, engine_args
+from .vllm_args import VllmOptions, engine_args, engine_env
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,11 @@ class VllmEngine:
     @classmethod
     def start(cls, options: VllmOptions) -> VllmEngine:
         args = engine_args(options)
-        log.info("starting vLLM engine for %s (dtype=%s)", options.model, options.dtype)
+        env = engine_env(options)
+        log.info("starting vLLM engine for %s (dtype=%s%s)", options.model, options.dtype,
+                 "".join(f", {k}={v}" for k, v in env.items()))
+        # The engine's processes are started from this one and inherit its environment.
+        os.environ.update(env)
         # The engine's processes watch this one and end with it (plugins/parent_watch.py).
         mark_server_process()
         llm = AsyncLLM.from_engine_args(args)

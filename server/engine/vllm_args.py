@@ -6,6 +6,8 @@ without starting an engine (``tests/unit/server/engine/test_vllm_args.py``).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +98,40 @@ def _memory_args(fraction: float) -> dict[str, Any]:
 
     total = get_memory_node_info(0).total_memory
     return {"kv_cache_memory_bytes": int(total * fraction)}
+
+
+#: vLLM's CPU backend: cores kept free of the worker's OpenMP threads (read by the
+#: engine process at start; a user's own value is left alone).
+RESERVED_CORES_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+
+
+def reserved_cores(cores: int, ranks: int) -> int:
+    """The cores hotswap has vLLM keep free of compute threads, for ``cores`` usable
+    cores and ``ranks`` workers.
+
+    vLLM reserves one core per worker for its engine-core process, which busy-polls,
+    and one more per worker whenever a KV connector is configured, for NIXL's transfer
+    threads. hotswap's prefix connector moves nothing between processes, so that
+    second core would only idle: one per worker, as without a connector. Except where
+    that leaves a worker at most one core: with 2 cores or fewer per worker, none.
+    Measured on a 2-core machine, the worker on both cores (the engine core's wait
+    yields its core) ran 1.17-1.38x the throughput of the worker on one
+    (BENCHMARKS.md, "hotswap vs vLLM's OpenAI server": vllm+plugin vs
+    vllm+plugin+args).
+    """
+    return 0 if cores <= 2 * ranks else ranks
+
+
+def engine_env(options: VllmOptions, environ: Mapping[str, str] = os.environ
+               ) -> dict[str, str]:
+    """Environment for the engine's processes, beyond what the server has: the CPU
+    core reservation (:func:`reserved_cores`) unless the user set one."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu() or RESERVED_CORES_ENV in environ:
+        return {}
+    cores = len(os.sched_getaffinity(0))
+    return {RESERVED_CORES_ENV: str(reserved_cores(cores, options.tensor_parallel_size))}
 
 
 def _qualname(cls: type) -> str:

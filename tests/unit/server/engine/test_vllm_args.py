@@ -25,3 +25,23 @@ def test_adapter_slots_and_types_reach_vllm() -> None:
     assert args.kv_transfer_config is None  # no prefix connector when prefix adapters are off
     assert _args().kv_transfer_config is not None
     assert (args.model, args.served_model_name) == ("/models/m", "m")
+
+
+def test_cpu_core_reservation_leaves_small_machines_whole() -> None:
+    from hotswap.server.engine.vllm_args import reserved_cores
+
+    # One core per worker for vLLM's busy-polling engine core, never the second one vLLM
+    # adds for a KV connector; none where a worker would be left one core.
+    assert [reserved_cores(cores, 1) for cores in (1, 2, 3, 4, 16)] == [0, 0, 1, 1, 1]
+    assert [reserved_cores(cores, 2) for cores in (4, 5, 8)] == [0, 2, 2]
+
+
+def test_cpu_core_reservation_reaches_the_engine_unless_the_user_set_one() -> None:
+    import os
+
+    from hotswap.server.engine.vllm_args import RESERVED_CORES_ENV, engine_env, reserved_cores
+
+    options = engine_options(Settings(), "/models/m", "m")
+    cores = len(os.sched_getaffinity(0))
+    assert engine_env(options, environ={}) == {RESERVED_CORES_ENV: str(reserved_cores(cores, 1))}
+    assert engine_env(options, environ={RESERVED_CORES_ENV: "3"}) == {}
