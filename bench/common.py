@@ -93,14 +93,14 @@ def running_server(
 
 
 class ServerExited(SystemExit):
-    """A server process ended before it was ready; ``reason`` is its last error line."""
+    """A server process ended before it was ready; ``reason`` is its first exception line."""
 
     def __init__(self, returncode: int, log_path: Path) -> None:
-        errors = [line for line in log_path.read_text(errors="replace").splitlines()
-                  if "Error:" in line or "ERROR" in line]
-        # vLLM's lines start "(Proc pid=N) ERROR date time [file:line] ".
-        self.reason = re.sub(r"^\(.*?\) ERROR \S+ \S+ \[[^\]]*\] ", "", errors[-1].strip()) \
-            if errors else f"exit code {returncode}"
+        # The first exception line is the root cause; later ones re-raise it ("Engine
+        # core initialization failed. See root cause above.").
+        errors = [m[0] for line in log_path.read_text(errors="replace").splitlines()
+                  if (m := re.search(r"\b[A-Z]\w*(Error|Exception): .*", line))]
+        self.reason = errors[0].strip() if errors else f"exit code {returncode}"
         super().__init__(f"server exited ({returncode}):\n{tail(log_path)}")
 
 
