@@ -10,16 +10,19 @@ One ``hotswap serve`` (bundled model, a fresh temporary store, ``max_loras`` and
    (checking and storing it);
 2. **cold from the store**: the first request to it (the engine load happens inside it;
    the ``engine`` phase of the same histogram times that load alone);
-3. **warm**: ``--warm`` more requests to it, the median TTFT.
+3. **settling**: ``--settle`` more requests to it, timed apart. hotswap's CPU LoRA
+   plugin makes the oneDNN primitives of a new adapter's packs over its first steps, not
+   in the first one (plugins/cpu_lora/packing.py), and these requests run while it does;
+4. **warm**: ``--warm`` more requests to it, the median TTFT.
 
 Then, with more adapters used than the engine's host cache holds (``--adapters`` >
 ``--cache``), the first adapters have been evicted by the engine's LRU:
-4. **after eviction**: one request to each evicted adapter (read from disk again).
+5. **after eviction**: one request to each evicted adapter (read from disk again).
 
 Last, ``--hub`` adapters published on a local hub endpoint (the test suite's fake Hugging
 Face Hub, ``tests/support/fake_hub.py``, on loopback; the server's own huggingface_hub
 client pulls from it, ``--hub-autoload``):
-5. **cold from the hub**: the first request naming the repo (pull, admission, engine load
+6. **cold from the hub**: the first request naming the repo (pull, admission, engine load
    all inside it), against the same adapter's warm TTFT; split by the same histogram
    (``fetch`` and ``admission`` of source ``hub``).
 
@@ -70,6 +73,7 @@ class Config:
     dtype: str
     record: bool
     hub: int = 0
+    settle: int = 8
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Adapter:
     upload_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     cold_s: float = 0.0
+    settle_s: list[float] = field(default_factory=list)
     warm_s: list[float] = field(default_factory=list)
     evicted_s: float | None = None
 
@@ -91,6 +96,9 @@ def parse_args() -> Config:
     p.add_argument("--adapters", type=int, default=8)
     p.add_argument("--cache", type=int, default=4,
                    help="the server's --max-loras and --max-cpu-loras (default: %(default)s)")
+    p.add_argument("--settle", type=int, default=8,
+                   help="requests per adapter between the cold one and the warm ones, "
+                   "timed apart (default: %(default)s)")
     p.add_argument("--warm", type=int, default=5, help="warm requests per adapter")
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--dtype", default=common.fast_dtype(),
@@ -101,7 +109,8 @@ def parse_args() -> Config:
     a = p.parse_args()
     if a.adapters <= a.cache:
         p.error("--adapters must exceed --cache, or nothing is evicted")
-    return Config(a.adapters, a.cache, a.warm, a.prompt_tokens, a.dtype, a.record, a.hub)
+    return Config(a.adapters, a.cache, a.warm, a.prompt_tokens, a.dtype, a.record, a.hub,
+                  a.settle)
 
 
 def phase_sums(client: httpx.Client,
@@ -175,7 +184,7 @@ def publish(hub: FakeHub, root: Path, count: int, dtype: str) -> list[Adapter]:
     return out
 
 
-def measure_hub(probe: Probe, url: str, adapters: list[Adapter], warm: int) -> None:
+def measure_hub(probe: Probe, url: str, adapters: list[Adapter], cfg: Config) -> None:
     """First request naming each hub repo (pulled, admitted, loaded inside it), then warm."""
     with httpx.Client(base_url=url) as client, common.progress_bar() as bar:
         task = bar.add_task("cold from the hub, warm", total=len(adapters))
@@ -183,7 +192,8 @@ def measure_hub(probe: Probe, url: str, adapters: list[Adapter], warm: int) -> N
             before = phase_sums(client, HUB_PHASES)
             a.cold_s = probe.ttft(a.name)
             a.phases = delta(phase_sums(client, HUB_PHASES), before)
-            a.warm_s = [probe.ttft(a.name) for _ in range(warm)]
+            a.settle_s = [probe.ttft(a.name) for _ in range(cfg.settle)]
+            a.warm_s = [probe.ttft(a.name) for _ in range(cfg.warm)]
             bar.advance(task)
 
 
@@ -198,6 +208,7 @@ def measure(cfg: Config, url: str) -> tuple[list[Adapter], list[float], Probe]:
             before = phase_sums(client)
             a.cold_s = probe.ttft(a.name)
             a.phases["engine"] = delta(phase_sums(client), before)["engine"]
+            a.settle_s = [probe.ttft(a.name) for _ in range(cfg.settle)]
             a.warm_s = [probe.ttft(a.name) for _ in range(cfg.warm)]
             bar.advance(task)
         # The engine's LRU holds the last `cache` adapters used: the first ones are out.
@@ -224,6 +235,15 @@ def ttft_row(label: str, values: list[float], excess: float | None = None) -> st
             f"{common.ms(max(values))} |{tail} |")
 
 
+def settling_row(adapters: list[Adapter], warm: float) -> list[str]:
+    """The requests after the cold one, each adapter's median (none if not measured)."""
+    if not adapters[0].settle_s:
+        return []
+    settling = [med(a.settle_s) for a in adapters]
+    return [ttft_row(f"adapter, settling (the {len(adapters[0].settle_s)} requests after "
+                     "the cold one)", settling, med(settling) - warm)]
+
+
 def hub_table(adapters: list[Adapter]) -> list[str]:
     """The hub rows: TTFT against each adapter's own warm TTFT, and the pull's phases."""
     if not adapters:
@@ -238,6 +258,7 @@ def hub_table(adapters: list[Adapter]) -> list[str]:
         ttft_row("adapter, warm", [a.warm_median for a in adapters]),
         ttft_row("adapter, cold from the hub (pull + admission + engine load)",
                  [a.cold_s for a in adapters], med(excess)),
+        *settling_row(adapters, med([a.warm_median for a in adapters])),
         "",
         "| fetch (download) | admission (check, store) | engine load |",
         "|---:|---:|---:|",
@@ -256,6 +277,7 @@ def table(adapters: list[Adapter], base: list[float], hub: list[Adapter]) -> str
         ttft_row("adapter, warm", [a.warm_median for a in adapters]),
         ttft_row("adapter, cold from the local store", [a.cold_s for a in adapters],
                  med(excess)),
+        *settling_row(adapters, warm),
         ttft_row("adapter, after eviction from the engine's host cache", evicted,
                  med(evicted) - warm),
         "",
@@ -301,8 +323,9 @@ def record(cfg: Config, text: str, png: Path) -> None:
 ## Cold start: first request to an adapter vs warm ({dt.date.today()})
 
 Machine: {common.machine()}; load average at the end {common.load_average()}.
-Command: `python bench/cold_start.py --adapters {cfg.adapters} --cache {cfg.cache} --warm
-{cfg.warm} --prompt-tokens {cfg.prompt_tokens} --dtype {cfg.dtype} --hub {cfg.hub}`.
+Command: `python bench/cold_start.py --adapters {cfg.adapters} --cache {cfg.cache} --settle
+{cfg.settle} --warm {cfg.warm} --prompt-tokens {cfg.prompt_tokens} --dtype {cfg.dtype}
+--hub {cfg.hub}`.
 Bundled model ({cfg.dtype}), {cfg.adapters} rank-16 LoRAs on all projections uploaded one
 by one into a fresh store, `--max-loras` and `--max-cpu-loras` {cfg.cache}; an idle server,
 one streaming completion at a time (a fresh {cfg.prompt_tokens}-token prompt each, 2 output tokens).
@@ -325,7 +348,7 @@ def main() -> None:
         os.environ.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
         with common.running_server(args, Path(tmp) / "server.log") as (url, _):
             adapters, base, probe = measure(cfg, url)
-            measure_hub(probe, url, hub_adapters, cfg.warm)
+            measure_hub(probe, url, hub_adapters, cfg)
     text = table(adapters, base, hub_adapters)
     common.console.print(text)
     png = common.stamped_png("cold_start")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,43 +19,70 @@ def _version(tensor: torch.Tensor) -> int | None:
         return None
 
 
+#: A pack's oneDNN primitive is made on one of its first uses, not when the pack is
+#: built. Making one costs 0.2-8 ms (it JITs a kernel for the weight), ~100 ms for the
+#: ~240 packs of a step right after an adapter load: that step would hold a cold
+#: adapter's first token. Until then a pack multiplies through torch (a few us slower
+#: per call), and the creations of packs built together spread over several steps.
+_ONEDNN_AFTER_CALLS = 2
+_ONEDNN_SPREAD = 8
+_serial = itertools.count()
+
+
 class _Gemm:
     """``x @ w.T`` for one packed weight ``w [out, in]``.
 
     For bf16 it goes through the oneDNN matmul vLLM's CPU build uses for its own linear
-    layers, with the primitive created once per pack: at LoRA sizes that halves the cost
-    of a torch bf16 matmul (~10 vs ~20 us), which is mostly per-call setup. Otherwise
-    (float32, a build without oneDNN, or a CPU oneDNN has no bf16 matmul for, e.g.
-    without AVX-512) a plain torch matmul, as vLLM's own linear layers fall back.
+    layers, with the primitive created once per pack, after its first uses
+    (``_ONEDNN_AFTER_CALLS``): at LoRA sizes that halves the cost of a torch bf16 matmul
+    (~10 vs ~20 us), which is mostly per-call setup. Otherwise (float32, a build without
+    oneDNN, or a CPU oneDNN has no bf16 matmul for, e.g. without AVX-512) a plain torch
+    matmul, as vLLM's own linear layers fall back.
     """
 
     def __init__(self, w: torch.Tensor) -> None:
         self.w = w
         self._handler: Any = None
+        #: Calls left before the oneDNN primitive is made; -1: never (no oneDNN here).
+        self._calls_left = -1
         if w.dtype == torch.bfloat16:
             from vllm import _custom_ops as ops
 
             if ops._supports_onednn:
+                self._calls_left = _ONEDNN_AFTER_CALLS + next(_serial) % _ONEDNN_SPREAD
+
+    def _onednn(self) -> Any:
+        """The oneDNN handle, made on the call it is due (None before, or if none)."""
+        if self._calls_left > 0:
+            self._calls_left -= 1
+            if self._calls_left == 0:
+                from vllm import _custom_ops as ops
+
                 try:
-                    self._handler = ops.create_onednn_mm(w.t(), 32)
+                    self._handler = ops.create_onednn_mm(self.w.t(), 32)
                 except RuntimeError:
                     # "could not create a primitive descriptor": no bf16 kernel here.
                     self._handler = None
+        return self._handler
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._handler is None or x.dtype != self.w.dtype:
-            return x.to(self.w.dtype) @ self.w.t()
-        from vllm import _custom_ops as ops
-
-        out: torch.Tensor = ops.onednn_mm(self._handler, x.contiguous(), None)
-        return out
+        return self._mm(self._onednn(), x)
 
     def add_into(self, y: torch.Tensor, x: torch.Tensor) -> None:
         """``y += x @ w.T`` in place; ``y`` may be a column slice of a wider output."""
-        if self._handler is None and y.dtype == x.dtype == self.w.dtype:
+        handler = self._onednn()
+        if handler is None and y.dtype == x.dtype == self.w.dtype:
             y.addmm_(x, self.w.t())
         else:
-            y.add_(self(x))
+            y.add_(self._mm(handler, x))
+
+    def _mm(self, handler: Any, x: torch.Tensor) -> torch.Tensor:
+        if handler is None or x.dtype != self.w.dtype:
+            return x.to(self.w.dtype) @ self.w.t()
+        from vllm import _custom_ops as ops
+
+        out: torch.Tensor = ops.onednn_mm(handler, x.contiguous(), None)
+        return out
 
 
 @dataclass(frozen=True)
