@@ -71,8 +71,9 @@ bench: prepare-model
 	$(BIN)/python bench/storage.py --no-record
 	$(BIN)/python bench/registry_scale.py --counts 10,100 --reps 60 --list-reps 20 --rounds 4 --no-record
 
-# Every comparison at full size, each appending its section to BENCHMARKS.md (an hour
-# or more). Not vs_vllm's --defaults arms: stock vLLM at its own CPU defaults grew to 23 GB
+# Every comparison at full size, each recording its section in BENCHMARKS.md (an hour
+# or more; the run a section replaces moves to bench/results/history.md). Not vs_vllm's
+# --defaults arms: stock vLLM at its own CPU defaults grew to 23 GB
 # and failed requests on a 24 GB machine (2026-12-03).
 bench-full: prepare-model
 	$(BIN)/python bench/vs_vllm.py

@@ -345,4 +345,5 @@ def record_section(text: str) -> None:
                   "written by the scripts in `bench/`. Earlier runs: "
                   "[bench/results/history.md](bench/results/history.md).\n",
            history_header="# Earlier benchmark runs\n\nSections of BENCHMARKS.md that a "
-                          "newer run of the same comparison replaced, newest first.\n")
+                          "newer run of the same comparison replaced, the most recently "
+                          "replaced first.\n")

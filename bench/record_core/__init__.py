@@ -1,6 +1,7 @@
 """BENCHMARKS.md keeps one section per comparison: the newest run of each. Recording a
 run replaces that comparison's section where it stands; the section it replaces moves to
-the top of the history file (newest first), so no measured number is lost.
+the top of the history file (the most recently replaced first), so no measured number is
+lost.
 
 A section is a ``## Title (YYYY-MM-DD)`` heading and everything up to the next ``## ``
 heading; two sections are the same comparison when their titles match without the date.

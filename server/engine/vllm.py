@@ -7,10 +7,11 @@ CPU, the LoRA op fix in ``plugins/cpu_lora/``, loaded by vLLM as a plugin).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import torch
 from vllm import SamplingParams
@@ -77,11 +78,12 @@ class VllmEngine:
         env = engine_env(options)
         log.info("starting vLLM engine for %s (dtype=%s%s)", options.model, options.dtype,
                  "".join(f", {k}={v}" for k, v in env.items()))
-        # The engine's processes are started from this one and inherit its environment.
-        os.environ.update(env)
         # The engine's processes watch this one and end with it (plugins/parent_watch.py).
         mark_server_process()
-        llm = AsyncLLM.from_engine_args(args)
+        # The engine process starts inside from_engine_args and inherits this process's
+        # environment (its workers inherit its own); this process keeps the user's.
+        with _environ(env):
+            llm = AsyncLLM.from_engine_args(args)
         return cls(llm, options)
 
     @property
@@ -285,6 +287,21 @@ def _lora_request(adapter: AdapterSpec | None) -> LoRARequest | None:
 def _require(request: LoRARequest | None) -> LoRARequest:
     assert request is not None
     return request
+
+
+@contextlib.contextmanager
+def _environ(env: Mapping[str, str]) -> Iterator[None]:
+    """``env`` in this process's environment for the block, the old values after."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _to_step(out: RequestOutput, prompt_tokens: int) -> GenerationStep:

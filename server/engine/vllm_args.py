@@ -106,8 +106,8 @@ RESERVED_CORES_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
 
 
 def reserved_cores(cores: int, ranks: int) -> int:
-    """The cores hotswap has vLLM keep free of compute threads, for ``cores`` usable
-    cores and ``ranks`` workers.
+    """The cores hotswap has vLLM keep free of compute threads, for ``cores`` cores its
+    workers could bind (:func:`bound_cores`) and ``ranks`` workers.
 
     vLLM reserves one core per worker for its engine-core process, which busy-polls,
     and one more per worker whenever a KV connector is configured, for NIXL's transfer
@@ -115,11 +115,26 @@ def reserved_cores(cores: int, ranks: int) -> int:
     second core would only idle: one per worker, as without a connector. Except where
     that leaves a worker at most one core: with 2 cores or fewer per worker, none.
     Measured on a 2-core machine, the worker on both cores (the engine core's wait
-    yields its core) ran 1.17-1.38x the throughput of the worker on one
-    (BENCHMARKS.md, "hotswap vs vLLM's OpenAI server": vllm+plugin vs
-    vllm+plugin+args).
+    yields its core) ran 1.1-1.4x the throughput of the worker on one (the run of
+    2026-12-04 of "hotswap vs vLLM's OpenAI server", in BENCHMARKS.md or, once a newer
+    run replaced it, bench/results/history.md: vllm+plugin+args against vllm+plugin,
+    and the ablation in its Reading).
     """
     return 0 if cores <= 2 * ranks else ranks
+
+
+def bound_cores(ranks: int) -> int:
+    """The cores vLLM's CPU auto-binding spreads ``ranks`` workers over: the allowed CPUs
+    of one NUMA node per worker, one logical CPU per physical core (every logical CPU
+    on ARM and RISC-V), as vllm/utils/ompmultiprocessing.py counts them."""
+    from vllm.platforms import CpuArchEnum, current_platform
+    from vllm.utils import cpu_resource_utils as cpus
+
+    nodes = set(cpus.get_visible_memory_node()[:ranks])
+    allowed = [c for c in cpus.get_allowed_cpu_list() if c.numa_node in nodes]
+    if current_platform.get_cpu_architecture() in (CpuArchEnum.ARM, CpuArchEnum.RISCV):
+        return len(allowed)
+    return len({(c.numa_node, c.physical_core) for c in allowed})
 
 
 def engine_env(options: VllmOptions, environ: Mapping[str, str] = os.environ
@@ -130,8 +145,8 @@ def engine_env(options: VllmOptions, environ: Mapping[str, str] = os.environ
 
     if not current_platform.is_cpu() or RESERVED_CORES_ENV in environ:
         return {}
-    cores = len(os.sched_getaffinity(0))
-    return {RESERVED_CORES_ENV: str(reserved_cores(cores, options.tensor_parallel_size))}
+    ranks = options.tensor_parallel_size
+    return {RESERVED_CORES_ENV: str(reserved_cores(bound_cores(ranks), ranks))}
 
 
 def _qualname(cls: type) -> str:

@@ -20,10 +20,11 @@ def _version(tensor: torch.Tensor) -> int | None:
 
 
 #: A pack's oneDNN primitive is made on one of its first uses, not when the pack is
-#: built. Making one costs 0.2-8 ms (it JITs a kernel for the weight), ~100 ms for the
-#: ~240 packs of a step right after an adapter load: that step would hold a cold
-#: adapter's first token. Until then a pack multiplies through torch (a few us slower
-#: per call), and the creations of packs built together spread over several steps.
+#: built. Making one costs 0.2-8 ms (measured per weight, not explained), ~100 ms for
+#: the ~240 matmuls (~120 packs) of the step right after an adapter load: that step
+#: would hold a cold adapter's first token. Until then a pack multiplies through torch
+#: (~10 us slower per call), and the creations of packs built together spread over
+#: several steps. _ONEDNN_AFTER_CALLS: the first call that may make it.
 _ONEDNN_AFTER_CALLS = 2
 _ONEDNN_SPREAD = 8
 _serial = itertools.count()

@@ -39,9 +39,17 @@ def test_cpu_core_reservation_leaves_small_machines_whole() -> None:
 def test_cpu_core_reservation_reaches_the_engine_unless_the_user_set_one() -> None:
     import os
 
-    from hotswap.server.engine.vllm_args import RESERVED_CORES_ENV, engine_env, reserved_cores
+    from hotswap.server.engine.vllm_args import (
+        RESERVED_CORES_ENV,
+        bound_cores,
+        engine_env,
+        reserved_cores,
+    )
 
+    # vLLM binds one logical CPU per physical core of a NUMA node: never more than the
+    # CPUs this process may run on.
+    assert 1 <= bound_cores(1) <= len(os.sched_getaffinity(0))
     options = engine_options(Settings(), "/models/m", "m")
-    cores = len(os.sched_getaffinity(0))
-    assert engine_env(options, environ={}) == {RESERVED_CORES_ENV: str(reserved_cores(cores, 1))}
+    assert engine_env(options, environ={}) == {
+        RESERVED_CORES_ENV: str(reserved_cores(bound_cores(1), 1))}
     assert engine_env(options, environ={RESERVED_CORES_ENV: "3"}) == {}

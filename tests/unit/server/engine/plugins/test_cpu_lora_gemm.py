@@ -15,31 +15,56 @@ def _weights(out: int, inp: int, seed: int) -> torch.Tensor:
     return (torch.randn(out, inp, generator=g) * 0.1).to(torch.bfloat16)
 
 
-def test_a_bf16_pack_makes_its_onednn_primitive_after_its_first_use() -> None:
+def _onednn_bf16() -> bool:
+    """Whether oneDNN has a bf16 matmul on this CPU (AVX2-only CPUs have none)."""
+    try:
+        ops.create_onednn_mm(_weights(16, 64, seed=0).t(), 32)
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("through", ["call", "add_into"])
+def test_a_bf16_pack_makes_its_onednn_primitive_on_the_call_it_is_due(through: str) -> None:
     if not ops._supports_onednn:
         pytest.skip("this vLLM build has no oneDNN matmul")  # the torch path is below
     w = _weights(48, 576, seed=1)
     gemm = packing._Gemm(w)
+    due = gemm._calls_left
+    assert 2 <= due < packing._ONEDNN_AFTER_CALLS + packing._ONEDNN_SPREAD
     x = _weights(7, 576, seed=2)
     want = x.float() @ w.float().t()
-    calls = 0
-    while gemm._calls_left > 0:
-        assert gemm._handler is None  # torch until it is due
-        got = gemm(x)
-        calls += 1
-        torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
-    assert 1 < calls <= packing._ONEDNN_AFTER_CALLS + packing._ONEDNN_SPREAD
-    probe = packing._Gemm(_weights(16, 576, seed=3))
-    try:
-        ops.create_onednn_mm(probe.w.t(), 32)
-    except RuntimeError:
-        assert gemm._handler is None  # no bf16 kernel on this CPU: torch for good
-    else:
-        assert gemm._handler is not None
-    torch.testing.assert_close(gemm(x).float(), want, rtol=2e-2, atol=2e-2)
-    y = torch.ones(7, 48, dtype=torch.bfloat16)
-    gemm.add_into(y, x)
-    torch.testing.assert_close(y.float(), want + 1, rtol=2e-2, atol=2e-2)
+    onednn = _onednn_bf16()
+    for call in range(1, due + 3):
+        if through == "call":
+            got = gemm(x).float()
+        else:  # into a column slice of a wider output, as the packs' expands write
+            y = torch.ones(7, 60, dtype=torch.bfloat16)
+            gemm.add_into(y[:, 5:53], x)
+            assert (y[:, :5] == 1).all() and (y[:, 53:] == 1).all()
+            got = y[:, 5:53].float() - 1
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=5e-2)
+        # torch until the call it is due; from it on oneDNN, or torch for good where
+        # this CPU has no bf16 kernel
+        assert (gemm._handler is not None) == (onednn and call >= due), call
+
+
+def test_a_failed_primitive_is_tried_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not ops._supports_onednn:
+        pytest.skip("this vLLM build has no oneDNN matmul")
+    tries = []
+
+    def refuse(*args: object) -> None:
+        tries.append(args)
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(ops, "create_onednn_mm", refuse)
+    gemm = packing._Gemm(_weights(16, 32, seed=5))
+    x = _weights(3, 32, seed=6)
+    for _ in range(packing._ONEDNN_AFTER_CALLS + packing._ONEDNN_SPREAD + 2):
+        torch.testing.assert_close(gemm(x).float(), x.float() @ gemm.w.float().t(),
+                                   rtol=2e-2, atol=5e-2)
+    assert len(tries) == 1 and gemm._handler is None
 
 
 def test_packs_built_together_make_their_primitives_on_different_steps() -> None:
