@@ -184,6 +184,12 @@ def publish(hub: FakeHub, root: Path, count: int, dtype: str) -> list[Adapter]:
     return out
 
 
+def settle_then_warm(probe: Probe, a: Adapter, cfg: Config) -> None:
+    """The requests after an adapter's cold one: ``--settle`` settling, ``--warm`` warm."""
+    a.settle_s = [probe.ttft(a.name) for _ in range(cfg.settle)]
+    a.warm_s = [probe.ttft(a.name) for _ in range(cfg.warm)]
+
+
 def measure_hub(probe: Probe, url: str, adapters: list[Adapter], cfg: Config) -> None:
     """First request naming each hub repo (pulled, admitted, loaded inside it), then warm."""
     with httpx.Client(base_url=url) as client, common.progress_bar() as bar:
@@ -192,8 +198,7 @@ def measure_hub(probe: Probe, url: str, adapters: list[Adapter], cfg: Config) ->
             before = phase_sums(client, HUB_PHASES)
             a.cold_s = probe.ttft(a.name)
             a.phases = delta(phase_sums(client, HUB_PHASES), before)
-            a.settle_s = [probe.ttft(a.name) for _ in range(cfg.settle)]
-            a.warm_s = [probe.ttft(a.name) for _ in range(cfg.warm)]
+            settle_then_warm(probe, a, cfg)
             bar.advance(task)
 
 
@@ -208,8 +213,7 @@ def measure(cfg: Config, url: str) -> tuple[list[Adapter], list[float], Probe]:
             before = phase_sums(client)
             a.cold_s = probe.ttft(a.name)
             a.phases["engine"] = delta(phase_sums(client), before)["engine"]
-            a.settle_s = [probe.ttft(a.name) for _ in range(cfg.settle)]
-            a.warm_s = [probe.ttft(a.name) for _ in range(cfg.warm)]
+            settle_then_warm(probe, a, cfg)
             bar.advance(task)
         # The engine's LRU holds the last `cache` adapters used: the first ones are out.
         evicted = adapters[:cfg.adapters - cfg.cache]
